@@ -1,0 +1,5 @@
+import sys
+
+from dwgf.cli import main
+
+sys.exit(main())
