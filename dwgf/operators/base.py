@@ -82,6 +82,14 @@ class LinearOperator(abc.ABC):
                 f"{self.name!r}, got {tuple(x.shape)}"
             )
 
+    def check_measurement(self, y: torch.Tensor, argument: str = "y") -> None:
+        """Raise ValueError naming ``argument`` if y is not (B, *y_shape)."""
+        if y.ndim != 1 + len(self.y_shape) or tuple(y.shape[1:]) != tuple(self.y_shape):
+            raise ValueError(
+                f"{argument} must have shape (B, {', '.join(map(str, self.y_shape))}) for operator "
+                f"{self.name!r}, got {tuple(y.shape)}"
+            )
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
         return f"{type(self).__name__}({args})"
