@@ -23,3 +23,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)"))
         if "slurm" in item.keywords and not has_slurm:
             item.add_marker(pytest.mark.skip(reason="needs a local Slurm: sbatch not on PATH (see tests/slurm/)"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_path(tmp_path_factory):
+    """A tiny random-weight SD-style diffusers folder (dwgf.testing.tiny_sd), built once per session (~7 MB)."""
+    from dwgf.testing.tiny_sd import build_tiny_sd
+
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny_sd"), seed=0, sample_size=64)
