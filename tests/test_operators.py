@@ -176,6 +176,18 @@ def test_inpainting_render_shows_hole_grey_despite_noise():
     assert picture[..., :r0, :].mean() > 0.9
 
 
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_zero_unmeasured_leaves_exactly_the_measurements(case):
+    A = build(case)
+    y = add_measurement_noise(A(torch.randn(1, *A.x_shape, generator=generator(19))), 0.1, generator(20))
+    cleaned = A.zero_unmeasured(y)
+    assert int((cleaned != 0).sum()) == A.measurement_dim
+    if case[1] in ("box_inpainting", "random_inpainting"):
+        assert torch.equal(cleaned, A.keep_mask() * y)
+    else:
+        assert torch.equal(cleaned, y)
+
+
 def test_random_inpainting_mask():
     A = make_operator("random_inpainting", 32, p=0.3, seed=5)
     kept = A.keep_mask()

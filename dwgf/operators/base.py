@@ -62,6 +62,15 @@ class LinearOperator(abc.ABC):
     def pseudo_inverse(self, y: torch.Tensor) -> torch.Tensor:
         """A^+ y (minimum-norm least-squares solution, or the documented cheap surrogate)."""
 
+    def zero_unmeasured(self, y: torch.Tensor) -> torch.Tensor:
+        """y with every entry that is not a real measurement set to 0 (identity unless y is a masked layout).
+
+        Inpainting stores y as the masked image; :func:`add_measurement_noise` also puts noise into the hole,
+        which is not data. Apply this after adding noise so that y has exactly ``measurement_dim`` non-zero
+        entries, as the official mean normalisation assumes (paper.md §2.5).
+        """
+        return y
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward(x)
 

@@ -103,6 +103,10 @@ class MaskedOperator(LinearOperator):
         """M ⊙ y: the minimum-norm least-squares solution (zero in the hole)."""
         return self.adjoint(y)
 
+    def zero_unmeasured(self, y: torch.Tensor) -> torch.Tensor:
+        """M ⊙ y: removes whatever noise :func:`add_measurement_noise` put into the hole."""
+        return self.adjoint(y)
+
     def render(self, y: torch.Tensor) -> torch.Tensor:
         """y with the hole filled by mid-grey (0 in [-1, 1]), whatever noise y carries there."""
         return self.adjoint(y).clamp(-1, 1)
