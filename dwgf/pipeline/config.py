@@ -1,0 +1,94 @@
+"""Loading and validating the workflow configuration (``config.yaml``).
+
+The same JSON Schema (``workflow/schemas/config.schema.yaml``) is applied by the Snakefile
+(``snakemake.utils.validate``) and here, so ``dwgf`` verbs run by hand see the same errors as the workflow.
+Cross-references that a schema cannot express (the selected suite exists, an ablation names a known task,
+...) are checked by :class:`dwgf.pipeline.plan.Plan`.
+
+This module must stay light: the Snakefile imports it at parse time, so it never imports torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: Repository root of this checkout (the package is installed editable from it).
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+DEFAULT_CONFIG = REPO_ROOT / "config.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the key (``suites.demo.tasks.box.sigma_y``)."""
+
+
+def load_schema(path: str | os.PathLike = SCHEMA_PATH) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"config schema {str(path)!r} not found; it ships with the repository (workflow/schemas/), so run "
+            f"from a checkout of dwgf or pass schema_path"
+        )
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def key_path(parts: Any) -> str:
+    """``["suites", "demo", "tasks"]`` -> ``"suites.demo.tasks"``; list indices as ``[i]``."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "<top level>"
+
+
+def validate_config(config: dict[str, Any], schema_path: str | os.PathLike = SCHEMA_PATH) -> None:
+    """Raise :class:`ConfigError` naming the first offending key if ``config`` breaks the schema."""
+    import jsonschema
+
+    schema = load_schema(schema_path)
+    validator_cls = jsonschema.validators.validator_for(schema)
+    validator = validator_cls(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.path))))
+    if errors:
+        error = _most_specific(errors[0])
+        raise ConfigError(f"config key {key_path(error.absolute_path)!r}: {error.message}")
+
+
+def _most_specific(error: Any) -> Any:
+    # oneOf/allOf failures carry the real reason in their context; report the deepest one.
+    while error.context:
+        error = max(error.context, key=lambda e: len(e.absolute_path))
+    return error
+
+
+def apply_overrides(config: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Return a copy of ``config`` with dotted-key ``overrides`` set (``{"suites.demo.seed": 3}``)."""
+    config = copy.deepcopy(config)
+    for dotted, value in (overrides or {}).items():
+        node = config
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"override {dotted!r}: {part!r} is not a mapping in the config")
+            node = node[part]
+        node[parts[-1]] = value
+    return config
+
+
+def load_config(path: str | os.PathLike = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read ``config.yaml``, apply dotted overrides (``{"suite": "paper"}``) and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} not found; pass the workflow's config.yaml")
+    with open(path, encoding="utf-8") as handle:
+        config = yaml.safe_load(handle)
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: the config must be a YAML mapping, got {type(config).__name__}")
+    config = apply_overrides(config, overrides)
+    validate_config(config)
+    return config

@@ -1,0 +1,86 @@
+"""Pipeline step 3 (``dwgf observe``): one noisy measurement per task × image, shared by every method.
+
+For image x (from ``data/images/<id>.png``) and the task's operator A:
+
+    y = A x + sigma_y n,   n ~ N(0, I) from a generator seeded with derive_seed(seed, "observe", task, id)
+
+(:func:`dwgf.operators.add_measurement_noise`), so an image's y does not depend on the other images. Per image
+the step writes ``observations/<task>/<id>.npz`` with arrays ``y`` and ``y_clean`` (shape (1, *y_shape),
+float32) and a PNG preview of ``A.render(y)``; the record ``observations/<task>/observe.prov.json`` indexes
+them and stores the operator's ``params()`` so a solver rebuilds the same A.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dwgf.io import atomic_path
+from dwgf.pipeline.images import load_png, save_png
+from dwgf.pipeline.records import read_step_record, require, resolve
+from dwgf.provenance import Recorder, relative_to_root
+from dwgf.seeding import derive_seed, make_generator
+
+
+def build_operator(task: dict[str, Any], image_size: int):
+    """The task's operator: ``make_operator(task["operator"], image_size, **task["params"])``."""
+    from dwgf.operators import make_operator
+
+    try:
+        return make_operator(task["operator"], image_size, **task.get("params", {}))
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"config key 'tasks.{task.get('name')}': cannot build operator {task['operator']!r}: {error}"
+        ) from error
+
+
+def observe(
+    spec: dict[str, Any], root: str | os.PathLike, images_record: str | os.PathLike, out: str | os.PathLike
+) -> dict[str, Any]:
+    import torch
+
+    from dwgf.operators import add_measurement_noise
+
+    require(spec, "task", "ids", "seed", "image_size")
+    root = Path(root)
+    task = spec["task"]
+    size = int(spec["image_size"])
+    images = read_step_record(images_record, "acquire-images")["extra"]["images"]
+    operator = build_operator(task, size)
+    seeds = {image_id: derive_seed(spec["seed"], "observe", task["name"], image_id) for image_id in spec["ids"]}
+    recorder = Recorder("observe", root=root, config=spec, seeds=seeds)
+    folder = root / "observations" / task["name"]
+    index, outputs, inputs = {}, [], [Path(images_record)]
+    for image_id in spec["ids"]:
+        if image_id not in images:
+            raise ValueError(f"image id {image_id!r} is not in {images_record}; re-run `dwgf acquire-images`")
+        source = resolve(root, images[image_id])
+        x = load_png(source, image_size=size).unsqueeze(0)
+        with torch.no_grad():
+            y_clean = operator.forward(x)
+            y = add_measurement_noise(y_clean, float(task["sigma_y"]), make_generator(seeds[image_id]))
+        npz = folder / f"{image_id}.npz"
+        with atomic_path(npz) as tmp:
+            np.savez(tmp, y=y.numpy().astype(np.float32), y_clean=y_clean.numpy().astype(np.float32))
+        preview = save_png(operator.render(y)[0], folder / f"{image_id}.png")
+        index[image_id] = {"npz": relative_to_root(npz, root), "png": relative_to_root(preview, root)}
+        outputs += [npz, preview]
+        inputs.append(source)
+    recorder.extra.update(
+        {"task": task["name"], "operator": {"name": operator.name, "params": operator.params()}, "images": index}
+    )
+    return recorder.write(out, outputs=outputs, inputs=inputs)
+
+
+def load_observation(root: str | os.PathLike, record: dict[str, Any], image_id: str) -> dict[str, np.ndarray]:
+    """Arrays ``y`` and ``y_clean`` of one image from an observe record."""
+    entry = record["extra"]["images"].get(image_id)
+    if entry is None:
+        raise ValueError(
+            f"no observation of image {image_id!r} for task {record['extra']['task']!r}; re-run `dwgf observe`"
+        )
+    with np.load(resolve(root, entry["npz"])) as data:
+        return {"y": data["y"], "y_clean": data["y_clean"]}

@@ -1,0 +1,64 @@
+# Steps 5-6: per-shard metrics, set-level metrics, aggregation.
+
+
+rule evaluate:
+    input:
+        shard=PLAN.path("shard"),
+        images=PLAN.path("images_manifest"),
+        observations=PLAN.path("observations"),
+        prior=PLAN.path("prior"),
+    output:
+        PLAN.path("shard_metrics"),
+    params:
+        spec=shard_spec("evaluate"),
+        root=R,
+    log:
+        PLAN.log("evaluate", "{method}/{task}/{variant}/shard-{shard}"),
+    benchmark:
+        PLAN.benchmark("evaluate", "{method}/{task}/{variant}/shard-{shard}")
+    resources:
+        **resources("evaluate"),
+    shell:
+        "dwgf evaluate --spec {params.spec:q} --root {params.root:q} --shard {input.shard:q} --images {input.images:q}"
+        " --observations {input.observations:q} --prior {input.prior:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule set_metrics:
+    input:
+        shards=lambda wc: PLAN.shard_records(wc.method, wc.task, wc.variant),
+        images=PLAN.path("images_manifest"),
+    output:
+        PLAN.path("set_metrics"),
+    params:
+        spec=shard_spec("set_metrics"),
+        root=R,
+    log:
+        PLAN.log("set_metrics", "{method}/{task}/{variant}"),
+    benchmark:
+        PLAN.benchmark("set_metrics", "{method}/{task}/{variant}")
+    resources:
+        **resources("evaluate"),
+    shell:
+        "dwgf set-metrics --spec {params.spec:q} --root {params.root:q} --shards {input.shards:q}"
+        " --images {input.images:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule aggregate:
+    input:
+        metrics=PLAN.shard_metric_files(),
+        set_metrics=PLAN.set_metric_files(),
+        shards=[PLAN.path("shard", method=j.method, task=j.task, variant=j.variant, shard=j.shard) for j in PLAN.solve_jobs()],
+    output:
+        metrics=PLAN.path("metrics"),
+        set_metrics=PLAN.path("set_metrics_all"),
+    params:
+        spec=spec(PLAN.base_spec),
+        root=R,
+    log:
+        PLAN.log("aggregate", "aggregate"),
+    benchmark:
+        PLAN.benchmark("aggregate", "aggregate")
+    shell:
+        "dwgf aggregate --spec {params.spec:q} --root {params.root:q} --metrics {input.metrics:q}"
+        " --set-metrics {input.set_metrics:q} --shards {input.shards:q} --out {output.metrics:q}"
+        " --out-set {output.set_metrics:q} > {log:q} 2>&1"

@@ -1,0 +1,91 @@
+# Steps 7-9: tables, plots and the qualitative grid, marked for `snakemake --report`.
+
+
+rule tables:
+    input:
+        metrics=PLAN.path("metrics"),
+        set_metrics=PLAN.path("set_metrics_all"),
+    output:
+        main=report(
+            PLAN.path("table_main", ext="html"),
+            caption="../report/table_main.rst",
+            category="Tables",
+            labels={"table": "main"},
+        ),
+        runtime=report(
+            PLAN.path("table_runtime", ext="html"),
+            caption="../report/table_runtime.rst",
+            category="Tables",
+            labels={"table": "runtime"},
+        ),
+        ablations=[
+            report(
+                PLAN.path("table_ablation", ablation=a.name, ext="html"),
+                caption="../report/table_ablation.rst",
+                category="Tables",
+                labels={"table": f"ablation {a.name}"},
+            )
+            for a in PLAN.ablations
+        ],
+        others=[p for p in PLAN.table_files() if not p.endswith(".html")],
+    params:
+        spec=spec(PLAN.report_spec),
+        protocol=protocol(),
+        root=R,
+        out_dir=f"{R}/tables",
+    log:
+        PLAN.log("tables", "tables"),
+    benchmark:
+        PLAN.benchmark("tables", "tables")
+    shell:
+        "dwgf tables --spec {params.spec:q} --root {params.root:q} --metrics {input.metrics:q}"
+        " --set-metrics {input.set_metrics:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+
+
+rule plot_ablation:
+    input:
+        metrics=PLAN.path("metrics"),
+    output:
+        report(
+            PLAN.path("plot_ablation"),
+            caption="../report/plot_ablation.rst",
+            category="Ablations",
+            labels={"ablation": "{ablation}"},
+        ),
+    params:
+        spec=spec(PLAN.report_spec),
+        protocol=protocol(),
+        root=R,
+    log:
+        PLAN.log("plot_ablation", "{ablation}"),
+    benchmark:
+        PLAN.benchmark("plot_ablation", "{ablation}")
+    shell:
+        "dwgf plots --spec {params.spec:q} --root {params.root:q} --metrics {input.metrics:q}"
+        " --ablation {wildcards.ablation:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule qualitative:
+    input:
+        images=PLAN.path("images_manifest"),
+        observations=PLAN.path("observations"),
+        shards=lambda wc: PLAN.qualitative_shards(wc.task),
+    output:
+        report(
+            PLAN.path("plot_qualitative"),
+            caption="../report/qualitative.rst",
+            category="Qualitative",
+            labels={"task": "{task}"},
+        ),
+    params:
+        spec=spec(PLAN.report_spec),
+        protocol=protocol(),
+        root=R,
+    log:
+        PLAN.log("qualitative", "{task}"),
+    benchmark:
+        PLAN.benchmark("qualitative", "{task}")
+    shell:
+        "dwgf qualitative --spec {params.spec:q} --root {params.root:q} --task {wildcards.task:q}"
+        " --images {input.images:q} --observations {input.observations:q} --shards {input.shards:q}"
+        " --out {output:q} > {log:q} 2>&1"
