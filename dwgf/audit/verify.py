@@ -1,0 +1,442 @@
+"""``dwgf verify``: walk a suite's results from tables back to inputs and report every broken link.
+
+Checks (each failure is a :class:`Problem` naming the file):
+
+``missing``
+    a file that a record names (as output or input) does not exist.
+``modified``
+    a file's sha256 differs from the value its producing record stored (bytes changed after the job ran).
+``stale``
+    a record's *input* now hashes differently from what the record stored: the record's outputs were made from
+    another version of that file (for example a table built from an earlier metrics.parquet).
+``unexpected``
+    a file under the results folder that no record names as an output (a stray or left-over file, or an
+    artifact whose record was lost). ``logs/``, ``benchmarks/`` and ``audit/`` are not recorded by design.
+``bad-record``
+    a record that cannot be read, whose ``config_sha256`` is not the hash of its ``config``
+    (:func:`dwgf.provenance.config_hash`), or two records that claim the same output.
+``stale-rows``
+    per-image metric rows (a Parquet with an ``image_id`` column) whose link hashes (``observation_sha256``,
+    ``run_sha256``, and ``image_sha256`` / ``particle_sha256`` when present) do not match the files the records
+    index now, or aggregated rows that are not exactly the rows of the Parquet files they were aggregated from.
+``unlinked-rows``
+    per-image metric rows without the link columns :data:`LINK_COLUMNS`, which therefore cannot be traced.
+
+Per-image solve records (schema ``dwgf.solve_image/1``) are checked too: their particle files must still hash to
+the values stored when the image was solved.
+
+Repair. Snakemake decides what to re-run from modification times, params and code, not from file contents, so a
+flipped byte or an edited row goes unnoticed by a plain ``snakemake`` call. Every problem therefore names the
+Snakemake target of the job that writes the broken file (the record, for steps whose record is the rule's
+output; otherwise the rule's first output); ``snakemake --forcerun <targets>`` re-runs those jobs and everything
+downstream of them, after which ``dwgf verify`` passes again. Jobs are deterministic (per-image seeds,
+:mod:`dwgf.seeding`), so a repaired file has its original bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dwgf.audit.index import SOLVE_IMAGE_SCHEMA, RecordEntry, ResultsIndex
+from dwgf.provenance import RECORD_SUFFIX, config_hash
+
+#: Columns that link a per-image metric row to its artifacts (all required).
+LINK_COLUMNS = ("method", "task", "variant", "image_id", "particle", "observation_sha256", "run_sha256")
+#: Link columns checked when present.
+OPTIONAL_LINK_COLUMNS = ("image_sha256", "particle_sha256")
+#: Steps whose provenance record is itself the Snakemake output of the rule (a completion marker).
+MARKER_STEPS = ("acquire-images", "fit-prior", "acquire-weights", "observe", "solve")
+KINDS = ("missing", "modified", "stale", "unexpected", "bad-record", "stale-rows", "unlinked-rows")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One broken link. ``path`` is relative to the results folder (absolute outside it)."""
+
+    kind: str
+    path: str
+    detail: str
+    record: str | None = None
+    #: Snakemake target whose forced re-run repairs the problem (relative to the results folder).
+    forcerun: str | None = None
+    #: A stray file to delete (no job writes it).
+    remove: str | None = None
+
+    def line(self) -> str:
+        where = f" [record {self.record}]" if self.record and self.record != self.path else ""
+        return f"{self.kind.upper():13s} {self.path}: {self.detail}{where}"
+
+
+@dataclass
+class VerifyReport:
+    root: Path
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    n_records: int = 0
+    n_files: int = 0
+    suite: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def forcerun_targets(self) -> list[str]:
+        return sorted({p.forcerun for p in self.problems if p.forcerun})
+
+    def removals(self) -> list[str]:
+        return sorted({p.remove for p in self.problems if p.remove})
+
+    def repair_commands(self) -> list[str]:
+        """Shell commands (run from the workflow's working directory) that repair every problem found."""
+        workdir, results = self.root.parent.parent, self.root.parent.name
+        commands = [f"rm {shlex.quote(_from_workdir(self.root, r, workdir))}" for r in self.removals()]
+        targets = [_from_workdir(self.root, t, workdir) for t in self.forcerun_targets()]
+        if targets or commands:
+            config = f"suite={self.suite or self.root.name}" + ("" if results == "results" else f" results={results}")
+            where = "" if _same(workdir, Path.cwd()) else f" --directory {shlex.quote(str(workdir))}"
+            force = " --forcerun " + " ".join(map(shlex.quote, targets)) if targets else ""
+            commands.append(f"snakemake -c 2{where} --config {config}{force}")
+            commands.append(f"dwgf verify {shlex.quote(str(self.root))}")
+        return commands
+
+    def format(self) -> str:
+        lines = [f"dwgf verify {self.root}: {self.n_records} records, {self.n_files} files checked"]
+        for kind in KINDS:
+            lines += [p.line() for p in self.problems if p.kind == kind]
+        lines += [f"note: {n}" for n in self.notes]
+        if self.ok:
+            lines.append("OK: every file matches its record and every record matches its inputs")
+            return "\n".join(lines)
+        lines.append(f"FAILED: {len(self.problems)} problem(s)")
+        lines.append(
+            "repair (Snakemake re-runs on modification time, not content, so force the jobs that write the broken "
+            "files; --forcerun also re-runs everything downstream of them):"
+        )
+        lines += [f"  {command}" for command in self.repair_commands()]
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "root": str(self.root),
+            "suite": self.suite,
+            "ok": self.ok,
+            "n_records": self.n_records,
+            "n_files": self.n_files,
+            "problems": [asdict(p) for p in self.problems],
+            "notes": self.notes,
+            "repair": self.repair_commands(),
+        }
+
+
+def verify_results(root: str | os.PathLike, strict: bool = False) -> VerifyReport:
+    """Check every record, file and metric row under a suite's results folder (module docstring).
+
+    ``strict``: records made from a modified checkout (``code.git_dirty``) or by several commits are problems
+    (``bad-record``) instead of notes.
+    """
+    index = ResultsIndex.load(root)
+    report = VerifyReport(root=index.root, n_records=len(index.records))
+    problems: dict[tuple[str, str, str | None], Problem] = {}
+
+    def add(problem: Problem) -> None:
+        problems.setdefault((problem.kind, problem.path, problem.record), problem)
+
+    for entry in index.records.values():
+        _check_record(index, entry, add)
+    named = set(index.producers) | set(index.records)
+    files = list(index.walk())
+    report.n_files = len(files)
+    for relative in files:
+        if relative not in named:
+            add(_unexpected(relative))
+    for entry in index.records.values():
+        for relative in entry.outputs:
+            if relative.endswith(".json") and not relative.endswith(RECORD_SUFFIX):
+                _check_solve_image(index, entry, relative, add)
+            if relative.endswith(".parquet") and index.sha256(relative) is not None:
+                _check_rows(index, entry, relative, add)
+    report.problems = sorted(problems.values(), key=lambda p: (KINDS.index(p.kind), p.path))
+    _code_notes(index, report, strict)
+    suites = {(e.config or {}).get("suite") for e in index.records.values() if isinstance(e.config, dict)}
+    suites.discard(None)
+    report.suite = next(iter(suites)) if len(suites) == 1 else None
+    if len(suites) > 1:
+        report.notes.append(f"records name several suites {sorted(suites)}; pass one suite's folder")
+    return report
+
+
+def snakemake_target(entry: RecordEntry) -> str:
+    """The Snakemake output of the job that wrote ``entry`` (forcing it re-runs that job)."""
+    if entry.step in MARKER_STEPS or entry.record is None:
+        return entry.path
+    outputs = sorted(p for p in entry.outputs if not Path(p).is_absolute() and not p.endswith(RECORD_SUFFIX))
+    return outputs[0] if outputs else entry.path
+
+
+def _check_record(index: ResultsIndex, entry: RecordEntry, add) -> None:
+    if entry.record is None:
+        add(Problem("bad-record", entry.path, entry.error or "unreadable", entry.path, forcerun=entry.path))
+        return
+    target = snakemake_target(entry)
+    stored = entry.record.get("config_sha256")
+    if stored != config_hash(entry.config):
+        add(
+            Problem(
+                "bad-record",
+                entry.path,
+                f"config_sha256 {_short(stored)} is not the hash of the stored config "
+                f"({_short(config_hash(entry.config))}): the record was edited",
+                entry.path,
+                forcerun=target,
+            )
+        )
+    for relative, digest in entry.outputs.items():
+        owners = index.producers.get(relative, [])
+        if len(owners) > 1:
+            add(Problem("bad-record", relative, f"named as an output by several records {owners}", entry.path, target))
+        now = index.sha256(relative)
+        if now is None:
+            add(Problem("missing", relative, f"output of `dwgf {entry.step}` does not exist", entry.path, target))
+        elif now != digest:
+            add(
+                Problem(
+                    "modified",
+                    relative,
+                    f"sha256 is {_short(now)}, but `dwgf {entry.step}` wrote {_short(digest)}",
+                    entry.path,
+                    target,
+                )
+            )
+    for relative, digest in entry.inputs.items():
+        now = index.sha256(relative)
+        producer = _producer_target(index, relative)
+        if now is None:
+            add(
+                Problem(
+                    "missing",
+                    relative,
+                    f"input of {entry.path} does not exist",
+                    entry.path,
+                    producer or target,
+                )
+            )
+        elif now != digest:
+            add(
+                Problem(
+                    "stale",
+                    entry.path,
+                    f"was made from {relative} with sha256 {_short(digest)}, which now hashes to {_short(now)}",
+                    entry.path,
+                    target,
+                )
+            )
+
+
+def _producer_target(index: ResultsIndex, relative: str) -> str | None:
+    owners = index.producers.get(relative)
+    if owners:
+        return snakemake_target(index.records[owners[0]])
+    if relative.endswith(RECORD_SUFFIX) and not Path(relative).is_absolute():
+        return relative  # a lost completion record: asking Snakemake for it re-runs the job
+    return None
+
+
+def _unexpected(relative: str) -> Problem:
+    name = Path(relative).name
+    if name.startswith(".") and ".tmp" in name:
+        detail = "left-over temporary file of an interrupted atomic write"
+    else:
+        detail = "no record names this file as an output (stray file, or its record was lost)"
+    return Problem("unexpected", relative, detail, None, remove=relative)
+
+
+def _check_solve_image(index: ResultsIndex, shard: RecordEntry, relative: str, add) -> None:
+    """A per-image solve record's own sha256 list (files beside it) must still hold."""
+    import json
+
+    path = index.resolve(relative)
+    if not path.is_file():
+        return  # reported as missing by the shard record
+    try:
+        image_record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return  # its bytes are checked against the shard record; a broken one is reported as modified there
+    if not isinstance(image_record, dict) or image_record.get("schema") != SOLVE_IMAGE_SCHEMA:
+        return
+    folder = Path(relative).parent
+    target = snakemake_target(shard)
+    for name, digest in (image_record.get("files") or {}).items():
+        file = (folder / name).as_posix()
+        now = index.sha256(file)
+        if now is None:
+            add(Problem("missing", file, f"particle file of {relative} does not exist", shard.path, target))
+        elif now != digest:
+            add(
+                Problem(
+                    "modified",
+                    file,
+                    f"sha256 is {_short(now)}, but {relative} recorded {_short(digest)}",
+                    shard.path,
+                    target,
+                )
+            )
+
+
+def _check_rows(index: ResultsIndex, entry: RecordEntry, relative: str, add) -> None:
+    import pandas as pd
+
+    frame = pd.read_parquet(index.resolve(relative))
+    target = snakemake_target(entry)
+    if "image_id" in frame.columns:
+        missing = [c for c in LINK_COLUMNS if c not in frame.columns]
+        if missing:
+            add(
+                Problem(
+                    "unlinked-rows",
+                    relative,
+                    f"per-image metric rows lack the link column(s) {missing}; they cannot be traced to artifacts",
+                    entry.path,
+                    target,
+                )
+            )
+        else:
+            _check_links(index, entry, relative, frame, add)
+    _check_aggregation(index, entry, relative, frame, add)
+
+
+def _check_links(index: ResultsIndex, entry: RecordEntry, relative: str, frame, add) -> None:
+    """Every row's link hashes must equal the current hashes of the files that the records index."""
+    target = snakemake_target(entry)
+    bad: dict[str, list[str]] = {}
+
+    def expect(column: str, key: tuple, locate) -> None:
+        groups = frame.groupby(list(key), dropna=False, sort=True)[column].unique()
+        for values, stored in groups.items():
+            values = values if isinstance(values, tuple) else (values,)
+            try:
+                wanted = locate(*values)
+            except LookupError as error:
+                bad.setdefault(column, []).append(f"{dict(zip(key, values))}: {error}")
+                continue
+            for digest in stored:
+                if digest is None or digest != digest:  # None / NaN: no link for this row (e.g. particle -1)
+                    if column in LINK_COLUMNS:
+                        bad.setdefault(column, []).append(f"{dict(zip(key, values))}: empty {column}")
+                    continue
+                if digest not in wanted[1]:
+                    bad.setdefault(column, []).append(
+                        f"{dict(zip(key, values))}: {column} {_short(digest)} but {wanted[0]} hashes to "
+                        f"{_short(next(iter(wanted[1]), None))}"
+                    )
+
+    expect("observation_sha256", ("task", "image_id"), lambda t, i: _current(index, index.observation_path(t, i)))
+    expect(
+        "run_sha256",
+        ("method", "task", "variant", "image_id"),
+        lambda m, t, v, i: _current(index, index.solve_image_paths(m, t, v, i)["record"]),
+    )
+    if "image_sha256" in frame.columns:
+        expect("image_sha256", ("image_id",), lambda i: _current(index, index.image_path(i)))
+    if "particle_sha256" in frame.columns:
+
+        def particle_files(m, t, v, i):
+            paths = [p for name, p in index.solve_image_paths(m, t, v, i).items() if name != "record"]
+            return ("the image's particle files", {index.sha256(p) for p in paths} - {None})
+
+        expect("particle_sha256", ("method", "task", "variant", "image_id"), particle_files)
+    for column, messages in bad.items():
+        shown = "; ".join(messages[:3]) + (f"; ... ({len(messages)} in all)" if len(messages) > 3 else "")
+        add(Problem("stale-rows", relative, f"rows link to stale artifacts via {column}: {shown}", entry.path, target))
+
+
+def _current(index: ResultsIndex, relative: str) -> tuple[str, set[str]]:
+    digest = index.sha256(relative)
+    if digest is None:
+        raise LookupError(f"{relative} does not exist")
+    return relative, {digest}
+
+
+def _check_aggregation(index: ResultsIndex, entry: RecordEntry, relative: str, frame, add) -> None:
+    """An aggregated Parquet must hold exactly the rows of the input Parquet files with its columns."""
+    import pandas as pd
+
+    sources = []
+    for source in entry.inputs:
+        if source.endswith(".parquet") and index.sha256(source) is not None:
+            columns = pd.read_parquet(index.resolve(source)).columns
+            if set(columns) <= set(frame.columns) and len(columns):
+                sources.append((source, tuple(columns)))
+    if not sources:
+        return
+    widest = max((c for _, c in sources), key=len)
+    sources = [s for s, c in sources if set(c) == set(widest)]
+    columns = list(widest)
+    made = Counter(_row_keys(frame[columns]))
+    given = Counter()
+    for source in sources:
+        given.update(_row_keys(pd.read_parquet(index.resolve(source))[columns]))
+    extra, lost = made - given, given - made
+    if extra or lost:
+        example = next(iter(extra or lost))
+        add(
+            Problem(
+                "stale-rows",
+                relative,
+                f"{sum(extra.values())} row(s) not in, and {sum(lost.values())} row(s) missing from, the "
+                f"{len(sources)} Parquet file(s) it was aggregated from; e.g. "
+                f"{'extra' if extra else 'missing'} row {dict(zip(columns, example))}",
+                entry.path,
+                snakemake_target(entry),
+            )
+        )
+
+
+def _row_keys(frame) -> list[tuple]:
+    return [tuple(repr(v) for v in row) for row in frame.itertuples(index=False, name=None)]
+
+
+def _code_notes(index: ResultsIndex, report: VerifyReport, strict: bool) -> None:
+    commits: dict[str, list[str]] = {}
+    dirty = []
+    for entry in index.records.values():
+        code = (entry.record or {}).get("code") or {}
+        commits.setdefault(str(code.get("git_commit")), []).append(entry.path)
+        if code.get("git_dirty"):
+            dirty.append(entry.path)
+    messages = []
+    if dirty:
+        messages.append(
+            (dirty[0], f"{len(dirty)} record(s) were made from a checkout with uncommitted changes (e.g. {dirty[0]})")
+        )
+    if len(commits) > 1:
+        summary = ", ".join(f"{c[:12]} ({len(p)} records)" for c, p in sorted(commits.items()))
+        first = sorted(commits.values(), key=len)[0][0]
+        messages.append((first, f"records were made by several code versions: {summary}"))
+    for path, message in messages:
+        if strict:
+            report.problems.append(Problem("bad-record", path, message + " (--strict)", path))
+        else:
+            report.notes.append(message)
+
+
+def _short(digest: str | None) -> str:
+    return "none" if digest is None else f"{digest[:12]}…"
+
+
+def _from_workdir(root: Path, relative: str, workdir: Path) -> str:
+    path = Path(relative)
+    if path.is_absolute():
+        return str(path)
+    return os.path.relpath(root / path, workdir)
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
