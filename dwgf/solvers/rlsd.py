@@ -1,0 +1,315 @@
+"""RLSD: Repulsive Latent Score Distillation (Zilberstein, Mardani & Segarra, ICLR 2025, arXiv 2406.16683).
+
+Re-implemented from paper.md §5.1 (the official ``constrained_sampling/algos/rsd.py`` and the DWGF repository's
+copy). N particles of latent score distillation (RED-diff in latent space), optionally coupled to a pixel variable
+by half-quadratic splitting and pushed apart by a feature-space repulsion. Per step t (999 -> 2, like DWGF):
+
+    eps ~ N(0, I) fresh,  z_t = sqrt(abar) z + sqrt(1 - abar) eps,  eps_hat = eps_theta(z_t, t)   (no grad)
+    r = eps_hat - eps - gamma_rep * sqrt(1 - abar) * Rep(z_t)                                   (residual)
+    prior gradient on z:  w * s_t * r / (N d_z),   s_t = sqrt((1 - abar) / abar)
+
+which is the gradient of the official surrogate ``w * s_t * mean(sg(r) * z)`` (mean over N d_z elements).
+
+**Augmented** (default, ``augmented=True``): the variational variables are (x, z), coupled by (rho/2)||x - D(z)||^2.
+Two Adam updates per step (official betas (0.9, 0.99)):
+
+* z-step: minimise  sum ||sg(x) - D(z)||^2 / (2 N d_x)  +  w * s_t * mean(sg(r) z)      (Adam, lr_z)
+* x-step: minimise  sum ||y - A x||^2 / (2 N d_y)  +  rho * sum ||x - sg(D(z_new))||^2 / (2 N d_x)   (Adam, lr_x)
+
+  where D(z_new) is decoded again *after* the z-step (the official code decodes twice per step). The data fit is the
+  official mean over the d_y real measurements, :func:`dwgf.solvers.base.mean_data_fit`. x starts from N(0, I) in
+  pixel space, z from N(0, I), and **x (the pixel variable) is returned** as the particles (D(z) is in ``extras``).
+
+**Prior weight w** (``prior_weight_over_rho``): the official RLSD code multiplies the prior by w_t / rho (its z-loss
+is the coupling divided by rho), the DWGF repository's copy by w_t alone (paper.md §5.1). Default ``True`` (w_t /
+rho), because the per-task settings in :data:`TASK_DEFAULTS` come from the official RLSD runs and were tuned with
+it; set ``False`` to reproduce the DWGF repository's RLSD. The flag has no effect when ``augmented=False``.
+
+**Non-augmented** (``augmented=False``): a single latent variable,
+loss = sum ||y - A D(z)||^2 / (2 N d_y) + w_t * s_t * mean(sg(r) z), one Adam step on z; the particles are D(z).
+This is the loss of paper.md §5.1 (in the official repository it survives only as a commented-out block: the file
+``rsd_nonaug.py`` still carries the x variable and differs from ``rsd.py`` only in where rho enters).
+
+**Repulsion** (``repulsion_gamma > 0``; official ``gamma`` with ``dino_flag``): each noisy latent is decoded and
+mapped by ``feature_extractor`` (a callable images (N, 3, H, W) -> features (N, ...), differentiable; officially
+DINO ViT-S/16, which cannot be fetched here, so there is no default). With f_i the flattened features,
+d_ij = ||f_i - f_j||, a per-particle median bandwidth h_i = median_{j != i}(d_ij)^2 / log(N - 1) (``torch.median``:
+the lower middle value for an even count), k_ij = exp(-d_ij^2 / h_i) and g_i = sum_{j != i} 2 k_ij (f_i - f_j) / h_i
+(= -grad_{f_i} sum_j k_ij at fixed h),
+
+    Rep_i = J_i^T g_i / sum_{j != i} k_ij,    J_i = d f_i / d z_t^i  (through the decoder and the extractor),
+
+see :func:`repulsion`. It is undefined for N < 3 (log(N - 1) <= 0), which raises. ``sigma_break=None`` applies it at
+every step (official RLSD); an int T applies it only while t > T, the DWGF copy's gate sigma_t > sigma_T (600 there).
+
+Per-task official settings are data in :data:`TASK_DEFAULTS` / :data:`TASK_N_PARTICLES`; :func:`solve` does not look
+them up: the caller (CLI/config) merges ``{**DEFAULTS, **TASK_DEFAULTS.get(operator.name, {})}``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from dwgf.operators.base import LinearOperator
+from dwgf.priors.base import LatentPrior
+from dwgf.solvers.base import (
+    STATUS_DIVERGED,
+    STATUS_OK,
+    SolveResult,
+    check_problem,
+    make_timesteps,
+    mean_data_fit,
+    noise_level,
+    progress_bar,
+    randn,
+)
+
+#: Defaults of the RLSD configuration file ``configs/algo/rsd_stable.yaml`` (identical in the official RLSD
+#: repository and the DWGF copy; paper.md §5.1): w_t 0.1, rho 0.2, lr_x 0.2, lr_z 0.2, no repulsion (gamma 0,
+#: dino_flag False), Adam betas (0.9, 0.99). ``n_particles`` (4) and ``n_steps`` (998: t = 999..2) are arguments.
+DEFAULTS: dict[str, Any] = {
+    "augmented": True,
+    "w_t": 0.1,
+    "rho": 0.2,
+    "lr_x": 0.2,
+    "lr_z": 0.2,
+    "betas": (0.9, 0.99),
+    "adam_eps": 1e-8,
+    "prior_weight_over_rho": True,  # official RLSD: prior weight w_t / rho; DWGF repository copy: w_t
+    "repulsion_gamma": 0.0,  # official ``gamma`` (DINO repulsion strength); 0 disables the repulsion
+    "feature_extractor": None,  # callable images -> features, required when repulsion_gamma > 0
+    "sigma_break": None,  # None: repulsion at every step; int T: only while t > T (DWGF copy: 600)
+    "t_max": 999,
+    "t_min": 2,
+    "trace": False,
+}
+
+#: Official per-task settings of the RLSD repository (``constrained_sampling/runs/*.sh``, paper.md §5.1), all with
+#: sigma_y 0.001, 999 scheduler steps and no repulsion; keys are operator names. ``half_face.sh`` (inp_large_box):
+#: N 4, w_t 0.15, rho 0.07, lr_x 0.4, lr_z 0.8. ``sr.sh`` (sr8): N 2, w_t 0.01, rho 0.05, lr_x 0.4, lr_z 0.6.
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "box_inpainting": {"w_t": 0.15, "rho": 0.07, "lr_x": 0.4, "lr_z": 0.8},
+    "sr_avgpool": {"w_t": 0.01, "rho": 0.05, "lr_x": 0.4, "lr_z": 0.6},
+}
+
+#: Official number of particles per task (same source as :data:`TASK_DEFAULTS`).
+TASK_N_PARTICLES: dict[str, int] = {"box_inpainting": 4, "sr_avgpool": 2}
+
+#: Default number of steps: t = 999, ..., 2 (the official loop over ``ts[:-1]``).
+N_STEPS = 998
+
+#: Per-step scalars recorded when ``trace=True``.
+TRACE_KEYS = ("data_fit", "coupling", "prior_grad_norm", "repulsion_norm")
+
+
+def resolve_hyper(hyper: dict[str, Any]) -> dict[str, Any]:
+    """:data:`DEFAULTS` updated with ``hyper``; ValueError naming any unknown key or invalid value."""
+    unknown = sorted(set(hyper) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown RLSD hyper-parameter(s) {unknown}; valid keys are {sorted(DEFAULTS)}")
+    resolved = {**DEFAULTS, **hyper}
+    for key in ("w_t", "rho", "repulsion_gamma"):
+        value = resolved[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"RLSD hyper-parameter {key!r} must be a finite number >= 0, got {value!r}")
+    for key in ("lr_x", "lr_z", "adam_eps"):
+        value = resolved[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"RLSD hyper-parameter {key!r} must be a number > 0, got {value!r}")
+    if resolved["augmented"] and resolved["prior_weight_over_rho"] and not resolved["rho"] > 0:
+        raise ValueError("RLSD hyper-parameter 'rho' must be > 0 when prior_weight_over_rho=True (weight w_t / rho)")
+    betas = tuple(resolved["betas"])
+    if len(betas) != 2 or not all(0.0 <= float(b) < 1.0 for b in betas):
+        raise ValueError(f"RLSD hyper-parameter 'betas' must be two numbers in [0, 1), got {resolved['betas']!r}")
+    resolved["betas"] = (float(betas[0]), float(betas[1]))
+    for key in ("augmented", "prior_weight_over_rho", "trace"):
+        if not isinstance(resolved[key], bool):
+            raise ValueError(f"RLSD hyper-parameter {key!r} must be a bool, got {resolved[key]!r}")
+    for key in ("t_max", "t_min"):
+        if isinstance(resolved[key], bool) or not isinstance(resolved[key], int):
+            raise ValueError(f"RLSD hyper-parameter {key!r} must be an int timestep, got {resolved[key]!r}")
+    if resolved["sigma_break"] is not None and (
+        isinstance(resolved["sigma_break"], bool) or not isinstance(resolved["sigma_break"], int)
+    ):
+        raise ValueError(f"RLSD hyper-parameter 'sigma_break' must be None or an int, got {resolved['sigma_break']!r}")
+    if resolved["repulsion_gamma"] > 0 and resolved["feature_extractor"] is None:
+        raise ValueError(
+            "RLSD repulsion_gamma > 0 needs feature_extractor=<callable images -> features> (officially DINO "
+            "ViT-S/16, which is not available offline); pass one or set repulsion_gamma=0"
+        )
+    if resolved["feature_extractor"] is not None and not callable(resolved["feature_extractor"]):
+        raise ValueError(
+            f"RLSD hyper-parameter 'feature_extractor' must be callable, got {resolved['feature_extractor']!r}"
+        )
+    return resolved
+
+
+def prior_weight(hyper: dict[str, Any]) -> float:
+    """The weight w on s_t * mean(sg(r) z): w_t / rho (official RLSD, augmented) or w_t (DWGF copy, non-augmented)."""
+    if hyper["augmented"] and hyper["prior_weight_over_rho"]:
+        return float(hyper["w_t"]) / float(hyper["rho"])
+    return float(hyper["w_t"])
+
+
+def repulsion(
+    z_t: torch.Tensor,
+    decode: Callable[[torch.Tensor], torch.Tensor],
+    feature_extractor: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """RLSD's repulsion direction Rep (module docstring) for noisy latents ``z_t`` (N, c, h, w), N >= 3.
+
+    Returns ``(rep, kernel)``: rep of the shape of z_t and the (N, N - 1) kernel values k_ij, j != i (row i lists
+    j = 0..N-1 without i). Only ``z_t`` receives gradients: the decoder's and the extractor's weights are used as
+    they are (``torch.autograd.grad`` with respect to z_t alone).
+    """
+    n = z_t.shape[0]
+    if n < 3:
+        raise ValueError(
+            f"RLSD repulsion needs n_particles >= 3 (median bandwidth / log(N - 1)), got {n}; set repulsion_gamma=0"
+        )
+    z_req = z_t.detach().requires_grad_(True)
+    with torch.enable_grad():
+        features = feature_extractor(decode(z_req))
+        if not isinstance(features, torch.Tensor) or features.shape[0] != n:
+            raise ValueError(
+                f"feature_extractor must return a tensor with one row per particle ({n}), got "
+                f"{tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__}"
+            )
+        flat = features.reshape(n, -1)
+        with torch.no_grad():
+            off_diagonal = ~torch.eye(n, dtype=torch.bool, device=flat.device)
+            diff = (flat[:, None, :] - flat[None, :, :])[off_diagonal].reshape(n, n - 1, -1)  # f_i - f_j
+            dist = diff.norm(dim=-1)
+            bandwidth = dist.median(dim=1).values ** 2 / math.log(n - 1)
+            kernel = torch.exp(-(dist**2) / bandwidth[:, None])
+            g = (2.0 * kernel[..., None] * diff / bandwidth[:, None, None]).sum(dim=1)
+        (vjp,) = torch.autograd.grad(flat, z_req, grad_outputs=g)
+    rep = vjp / kernel.sum(dim=1).reshape(n, *([1] * (z_t.ndim - 1)))
+    return rep.detach(), kernel
+
+
+def solve(
+    prior: LatentPrior,
+    operator: LinearOperator,
+    y: torch.Tensor,
+    n_particles: int,
+    generator: torch.Generator,
+    *,
+    n_steps: int = N_STEPS,
+    progress: bool = True,
+    **hyper: Any,
+) -> SolveResult:
+    """Run RLSD on one observation ``y`` (1, *y_shape) with ``n_particles`` particles (see the module docstring).
+
+    Random draws, all from ``generator``, in this order: the initial latents z ~ N(0, I), then (augmented) the
+    initial pixels x ~ N(0, I), then per step the forward noise eps. ``particles`` are x (augmented) or D(z)
+    (non-augmented); the augmented result also carries ``extras["decoded"] = D(z)``. A non-finite loss, gradient or
+    iterate stops the loop without raising (``status="diverged"``) and keeps the last finite state.
+    """
+    latent_shape = check_problem(prior, operator, y, n_particles)
+    hp = resolve_hyper(hyper)
+    timesteps = make_timesteps(n_steps, t_max=hp["t_max"], t_min=hp["t_min"])
+    device, model_dtype = prior.device, prior.dtype
+    dtype = torch.promote_types(model_dtype, torch.float32)
+    n = n_particles
+    d_z, d_x, d_y = math.prod(latent_shape), math.prod(operator.x_shape), operator.measurement_dim
+    augmented, rho, weight = hp["augmented"], float(hp["rho"]), prior_weight(hp)
+    gamma_rep = float(hp["repulsion_gamma"])
+    if gamma_rep > 0 and n < 3:
+        raise ValueError(f"RLSD repulsion needs n_particles >= 3, got {n}; set repulsion_gamma=0")
+    y = y.to(device=device, dtype=dtype)
+    trace: dict[str, list[float]] | None = {key: [] for key in TRACE_KEYS} if hp["trace"] else None
+
+    def decode(latents: torch.Tensor) -> torch.Tensor:
+        return prior.decode(latents.to(model_dtype)).to(dtype)
+
+    z = randn((n, *latent_shape), generator, device, dtype).requires_grad_(True)
+    adam = {"betas": hp["betas"], "eps": float(hp["adam_eps"])}
+    optimiser_z = torch.optim.Adam([z], lr=float(hp["lr_z"]), **adam)
+    x: torch.Tensor | None = None
+    if augmented:
+        x = randn((n, *operator.x_shape), generator, device, dtype).requires_grad_(True)
+        optimiser_x = torch.optim.Adam([x], lr=float(hp["lr_x"]), **adam)
+
+    status, diverged_at = STATUS_OK, None
+    for step in progress_bar(range(len(timesteps)), progress, "rlsd"):
+        t = timesteps[step]
+        sqrt_abar, sqrt_one_minus_abar = noise_level(prior.alphas_cumprod, t)
+        s_t = sqrt_one_minus_abar / sqrt_abar
+        with torch.no_grad():
+            eps = randn(z.shape, generator, device, dtype)
+            z_t = sqrt_abar * z + sqrt_one_minus_abar * eps
+            residual = prior.eps(z_t.to(model_dtype), t).to(dtype) - eps
+        rep_norm = 0.0
+        if gamma_rep > 0 and (hp["sigma_break"] is None or t > hp["sigma_break"]):
+            rep, _ = repulsion(z_t, decode, hp["feature_extractor"])
+            residual = residual - gamma_rep * sqrt_one_minus_abar * rep
+            rep_norm = float(rep.norm())
+        g_prior = (weight * s_t / (n * d_z)) * residual
+        last_z = z.detach().clone()
+        last_x = x.detach().clone() if x is not None else None
+
+        if augmented:
+            coupling = ((x.detach() - decode(z)) ** 2).sum() / (2.0 * n * d_x)
+            (grad_z,) = torch.autograd.grad(coupling, z)
+            z.grad = grad_z + g_prior
+            optimiser_z.step()
+            with torch.no_grad():
+                decoded = decode(z)
+            data_fit = mean_data_fit(y, operator(x), d_y)
+            coupling_x = ((x - decoded) ** 2).sum() / (2.0 * n * d_x)
+            loss_x = data_fit + rho * coupling_x
+            (grad_x,) = torch.autograd.grad(loss_x, x)
+            x.grad = grad_x
+            optimiser_x.step()
+            finite = bool(torch.isfinite(loss_x) and torch.isfinite(coupling)) and all(
+                bool(torch.isfinite(v).all()) for v in (z, x, decoded)
+            )
+        else:
+            coupling = torch.zeros(())
+            data_fit = mean_data_fit(y, operator(decode(z)), d_y)
+            (grad_z,) = torch.autograd.grad(data_fit, z)
+            z.grad = grad_z + g_prior
+            optimiser_z.step()
+            finite = bool(torch.isfinite(data_fit)) and bool(torch.isfinite(z).all())
+
+        if not finite:
+            with torch.no_grad():
+                z.copy_(last_z)
+                if x is not None:
+                    x.copy_(last_x)
+            status, diverged_at = STATUS_DIVERGED, step
+            break
+        if trace is not None:
+            trace["data_fit"].append(float(data_fit))
+            trace["coupling"].append(float(coupling))
+            trace["prior_grad_norm"].append(float(g_prior.norm()))
+            trace["repulsion_norm"].append(rep_norm)
+
+    with torch.no_grad():
+        decoded = decode(z.detach())
+    particles = x.detach() if augmented else decoded
+    extras = {"decoded": decoded.cpu()} if augmented else {}
+    recorded = {
+        **hp,
+        "betas": list(hp["betas"]),
+        "feature_extractor": None if hp["feature_extractor"] is None else repr(hp["feature_extractor"]),
+        "prior_weight": weight,
+        "n_particles": n,
+        "n_steps": n_steps,
+        "timesteps": [timesteps[0], timesteps[-1]],
+    }
+    return SolveResult(
+        particles=particles.cpu(),
+        latents=z.detach().cpu(),
+        status=status,
+        diverged_at_step=diverged_at,
+        n_steps=len(timesteps) if diverged_at is None else diverged_at,
+        hyper=recorded,
+        trace=trace,
+        extras=extras,
+    )
