@@ -28,8 +28,9 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from dwgf.io import atomic_write_json, sha256_file
 
@@ -71,11 +72,36 @@ def code_version() -> dict[str, Any]:
     return info
 
 
+#: distribution name of each module whose version a record states (``cleanfid`` ships as ``clean-fid``).
+_DISTRIBUTIONS = {
+    "torch": "torch",
+    "diffusers": "diffusers",
+    "numpy": "numpy",
+    "transformers": "transformers",
+    "lpips": "lpips",
+    "cleanfid": "clean-fid",
+}
+
+
 def environment() -> dict[str, Any]:
+    """Python, platform and library versions.
+
+    A module the step imported reports its ``__version__``; one it did not import reports the installed
+    distribution's version (``importlib.metadata``, no import cost), so every record states the torch,
+    diffusers and numpy it ran next to. ``None`` only when the package is not installed.
+    """
+    from importlib import metadata
+
     versions: dict[str, Any] = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for name in ("torch", "diffusers", "numpy", "transformers", "lpips", "cleanfid"):
+    for name, distribution in _DISTRIBUTIONS.items():
         module = sys.modules.get(name)
-        versions[name] = getattr(module, "__version__", None) if module else None
+        version = getattr(module, "__version__", None) if module else None
+        if version is None:
+            try:
+                version = metadata.version(distribution)
+            except metadata.PackageNotFoundError:
+                version = None
+        versions[name] = version
     return versions
 
 
