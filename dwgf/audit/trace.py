@@ -225,7 +225,15 @@ def _file(index: ResultsIndex, relative: str, recorded: str | None = None) -> di
 
 
 def _jsonable_rows(rows) -> list[dict[str, Any]]:
-    return json.loads(rows.to_json(orient="records"))
+    """Rows as plain Python values (exact floats; NaN becomes None)."""
+    out = []
+    for row in rows.to_dict(orient="records"):
+        item = {}
+        for key, value in row.items():
+            value = value.item() if hasattr(value, "item") else value
+            item[str(key)] = None if isinstance(value, float) and value != value else value
+        out.append(item)
+    return out
 
 
 def format_trace(lineage: dict[str, Any]) -> str:
