@@ -106,32 +106,46 @@ def build_results(root: Path) -> Path:
 
     rows = []
     for i in IDS:
-        for j in range(PARTICLES):
-            for metric, value in (("psnr", 20.0 + rng.normal()), ("ssim", 0.5 + 0.1 * rng.normal())):
-                rows.append(
-                    {
-                        "method": "dwgf",
-                        "task": "box",
-                        "variant": "main",
-                        "image_id": i,
-                        "particle": j,
-                        "metric": metric,
-                        "value": float(value),
-                        "image_sha256": _sha(images[i]),
-                        "observation_sha256": _sha(obs_dir / f"{i}.npz"),
-                        "run_sha256": _sha(folder / f"{i}.json"),
-                        "particle_sha256": _sha(folder / f"{i}_p{j}.png"),
-                    }
-                )
+        keys = {"suite": "mini", "level": "image", "task": "box", "method": "dwgf", "variant": "main", "image_id": i}
+        keys["observation_sha256"] = _sha(obs_dir / f"{i}.npz")
+        keys["run_sha256"] = _sha(folder / f"{i}.npz")  # the particles (dwgf.metrics.schema)
+        for particle in [*range(PARTICLES), -1]:  # -1: the particle-mean image, not part of a table cell
+            for metric, protocol, value in (
+                ("psnr", "standard", 20.0 + rng.normal()),
+                ("psnr", "repo", 21.0 + rng.normal()),
+                ("ssim", "standard", 0.5 + 0.1 * rng.normal()),
+            ):
+                rows.append({**keys, "particle": particle, "metric": metric, "protocol": protocol, "value": value})
+        rows.append({**keys, "particle": None, "metric": "runtime_s", "protocol": "wall", "value": 1.5 + k})
+    for row in rows:
+        row["status"] = "ok"
+    frame = pd.DataFrame(rows).astype({"particle": "Int64"})
     shard_parquet = root / "metrics" / "dwgf" / "box" / "main" / "shard-000.parquet"
     shard_parquet.parent.mkdir(parents=True)
-    pd.DataFrame(rows).to_parquet(shard_parquet, index=False)
+    frame.to_parquet(shard_parquet, index=False)
     rec = Recorder("evaluate", root, {**base, "method": "dwgf", "task": task, "variant": "main"})
-    rec.write(shard_parquet.with_suffix(".prov.json"), outputs=[shard_parquet], inputs=[shard, *images.values()])
+    evaluate_inputs = [shard, *images.values(), *(folder / f"{i}.npz" for i in IDS)]
+    rec.write(
+        root / "metrics" / "dwgf" / "box" / "main" / "shard-000.parquet.prov.json", [shard_parquet], evaluate_inputs
+    )
 
-    pd.DataFrame(rows).to_parquet(root / "metrics.parquet", index=False)
+    set_keys = {"suite": "mini", "level": "set", "task": "box", "method": "dwgf", "variant": "main", "image_id": None}
+    set_rows = [
+        {**set_keys, "particle": None, "metric": "fid", "protocol": "clean-fid", "value": 123.0, "status": "ok"}
+    ]
+    set_frame = pd.DataFrame(set_rows, columns=frame.columns).astype({"particle": "Int64"})
+    set_parquet = root / "set_metrics" / "dwgf" / "box" / "main.parquet"
+    set_parquet.parent.mkdir(parents=True)
+    set_frame.to_parquet(set_parquet, index=False)
+    particle_pngs = [folder / f"{i}_p{j}.png" for i in IDS for j in range(PARTICLES)]
+    rec = Recorder("set-metrics", root, {**base, "method": "dwgf", "task": "box", "variant": "main"})
+    rec.write(set_parquet.parent / "main.parquet.prov.json", [set_parquet], [shard, *images.values(), *particle_pngs])
+
+    frame.to_parquet(root / "metrics.parquet", index=False)
+    set_frame.to_parquet(root / "set_metrics.parquet", index=False)
     rec = Recorder("aggregate", root, base)
-    rec.write(root / "aggregate.prov.json", outputs=[root / "metrics.parquet"], inputs=[shard_parquet, shard])
+    aggregated = [root / "metrics.parquet", root / "set_metrics.parquet"]
+    rec.write(root / "aggregate.prov.json", outputs=aggregated, inputs=[shard_parquet, set_parquet])
 
     table = _write(root / "tables" / "main.md", b"| method | psnr |\n")
     rec = Recorder("tables", root, base)
@@ -160,7 +174,7 @@ def flip_byte(path: Path, offset: int = 100) -> None:
 def test_clean_results_verify(results):
     report = verify_results(results)
     assert report.ok, report.format()
-    assert report.n_records == 7
+    assert report.n_records == 8
     assert report.suite == "mini"
     assert report.repair_commands() == []
 
@@ -185,9 +199,7 @@ def test_deleted_particle_file_is_missing_and_repaired_by_its_solve_job(results)
     (results / particle).unlink()
     report = verify_results(results)
     assert ("missing", particle) in _kinds(report)
-    assert "solve/dwgf/box/main/shard-000.prov.json" in report.forcerun_targets()
-    # the metric rows link (particle_sha256) to a file that is gone: they are stale too
-    assert ("stale-rows", "metrics/dwgf/box/main/shard-000.parquet") in _kinds(report)
+    assert report.forcerun_targets() == ["solve/dwgf/box/main/shard-000.prov.json"]
     command = report.repair_commands()[0]
     assert "--forcerun " in command and " results/mini/solve/dwgf/box/main/shard-000.prov.json" in command
     assert "--config suite=mini" in command
@@ -293,8 +305,9 @@ def test_missing_results_folder_is_a_clear_error(tmp_path):
 def test_trace_one_image(results):
     lineage = trace(results, "dwgf", "box", "psnr", image="img-a")
     frame = pd.read_parquet(results / "metrics.parquet")
-    wanted = frame[(frame.image_id == "img-a") & (frame.metric == "psnr")]
-    assert [r["value"] for r in lineage["rows"]] == wanted["value"].tolist()
+    wanted = frame[(frame.image_id == "img-a") & (frame.metric == "psnr") & (frame.protocol == "standard")]
+    assert [r["value"] for r in lineage["rows"]] == wanted["value"].tolist() and len(wanted) == PARTICLES + 1
+    assert lineage["selection"]["protocol"] == "standard"
     (item,) = lineage["images"]
     files = {f["path"]: f for f in item["run"]["particle_files"]}
     for j in range(PARTICLES):
@@ -304,7 +317,10 @@ def test_trace_one_image(results):
     assert item["observation"]["sha256"] == _sha(results / "observations/box/img-a.npz")
     assert item["observation"]["noise_seed"] == 100
     assert item["ground_truth"]["sha256"] == _sha(results / "data/images/img-a.png")
-    assert all(link["ok"] for link in item["links"].values()) and len(item["links"]) == 3
+    assert all(link["ok"] for link in item["links"].values()) and set(item["links"]) == {
+        "observation_sha256",
+        "run_sha256",
+    }
     assert item["evaluate"]["path"] == "metrics/dwgf/box/main/shard-000.parquet"
     assert lineage["prior"]["files"][0]["sha256"] == _sha(results / "prior/testbed_prior.safetensors")
     text = format_trace(lineage)
@@ -314,7 +330,8 @@ def test_trace_one_image(results):
 def test_trace_table_cell_recomputes_mean(results):
     lineage = trace(results, "dwgf", "box", "ssim")
     frame = pd.read_parquet(results / "metrics.parquet")
-    per_image = frame[frame.metric == "ssim"].groupby("image_id")["value"].mean()
+    particles = frame[(frame.metric == "ssim") & (frame.particle >= 0)]  # -1 (particle-mean image) excluded
+    per_image = particles.groupby("image_id")["value"].mean()
     assert lineage["cell"]["mean"] == pytest.approx(per_image.mean(), rel=1e-12)
     assert lineage["cell"]["std"] == pytest.approx(per_image.std(ddof=1), rel=1e-12)
     assert [i["image_id"] for i in lineage["images"]] == list(IDS)
@@ -332,7 +349,7 @@ def test_trace_marks_tampered_files(results):
 
 
 def test_trace_unknown_coordinates_name_the_choices(results):
-    with pytest.raises(LookupError, match=r"metric = 'lpips'.*\['psnr', 'ssim'\]"):
+    with pytest.raises(LookupError, match=r"metric = 'lpips'.*\['psnr', 'runtime_s', 'ssim'\]"):
         trace(results, "dwgf", "box", "lpips")
     with pytest.raises(LookupError, match="image_id"):
         trace(results, "dwgf", "box", "psnr", image="img-z")
@@ -349,3 +366,14 @@ def test_copy_keeps_verifying(results, tmp_path):
     moved = tmp_path / "elsewhere" / "mini"
     shutil.copytree(results, moved)
     assert verify_results(moved).ok
+
+
+def test_trace_set_level_metric_names_its_particle_files(results):
+    lineage = trace(results, "dwgf", "box", "fid")
+    assert [r["value"] for r in lineage["rows"]] == [123.0]
+    inputs = {f["path"]: f for f in lineage["set"]["inputs"]}
+    for i in IDS:
+        for j in range(PARTICLES):
+            path = f"solve/dwgf/box/main/images/{i}_p{j}.png"
+            assert inputs[path]["sha256"] == _sha(results / path)
+    assert "set-level rows made by set_metrics/dwgf/box/main.parquet.prov.json" in format_trace(lineage)

@@ -26,6 +26,8 @@ from typing import Any
 from dwgf.audit.index import RecordEntry, ResultsIndex
 
 METRICS_FILE = "metrics.parquet"
+SET_METRICS_FILE = "set_metrics.parquet"
+ROW_FIELDS = ("image_id", "particle", "sample_policy", "value", "status", "network", "run_sha256")
 IMAGE_RECORD_KEYS = ("seed", "status", "runtime_s", "n_steps", "diverged_at_step", "hyper")
 
 
@@ -37,19 +39,25 @@ def trace(
     image: str | None = None,
     variant: str = "main",
     particle: int | None = None,
+    protocol: str | None = None,
 ) -> dict[str, Any]:
-    """Lineage of one number as a JSON-able dict (see module docstring); :func:`format_trace` prints it."""
+    """Lineage of one number as a JSON-able dict (see module docstring); :func:`format_trace` prints it.
+
+    ``protocol`` selects rows whose ``protocol`` starts with it (as the tables do); by default ``standard`` when
+    the metric has it, else the metric's only protocol. Set-level metrics (FID, KID) are read from
+    ``set_metrics.parquet`` and traced to the particle files and ground-truth images of their set.
+    """
     import pandas as pd
 
     index = ResultsIndex.load(root)
-    metrics_path = index.resolve(METRICS_FILE)
-    if not metrics_path.is_file():
-        raise FileNotFoundError(f"{metrics_path} does not exist; it is written by `dwgf aggregate` (run the workflow)")
-    frame = pd.read_parquet(metrics_path)
-    for column in ("method", "task", "variant", "image_id", "metric", "value"):
-        if column not in frame.columns:
-            raise ValueError(f"{metrics_path} lacks column {column!r}; it must hold long-format per-image metric rows")
-    selection = {"method": method, "task": task, "variant": variant, "metric": metric}
+    frames = {}
+    for name in (METRICS_FILE, SET_METRICS_FILE):
+        if not index.resolve(name).is_file():
+            raise FileNotFoundError(f"{index.resolve(name)} does not exist; it is written by `dwgf aggregate`")
+        frames[name] = pd.read_parquet(index.resolve(name))
+    source = SET_METRICS_FILE if metric in set(frames[SET_METRICS_FILE]["metric"]) else METRICS_FILE
+    frame = frames[source]
+    selection: dict[str, Any] = {"method": method, "task": task, "variant": variant, "metric": metric}
     if image is not None:
         selection["image_id"] = image
     if particle is not None:
@@ -58,38 +66,79 @@ def trace(
     for column, wanted in selection.items():
         matched = rows[rows[column] == wanted]
         if matched.empty:
-            choices = sorted(map(str, rows[column].unique()))
-            raise LookupError(f"no metric row with {column} = {wanted!r} in {metrics_path}; available: {choices}")
+            choices = sorted(map(str, rows[column].dropna().unique()))
+            where = index.resolve(source)
+            raise LookupError(f"no metric row with {column} = {wanted!r} in {where}; available: {choices}")
         rows = matched
+    rows, selection["protocol"] = _select_protocol(rows, protocol)
     lineage: dict[str, Any] = {
         "root": str(index.root),
         "selection": selection,
-        "metrics_file": _file(index, METRICS_FILE),
-        "aggregate_record": _record_summary(index, _producer(index, METRICS_FILE)),
+        "metrics_file": _file(index, source),
+        "aggregate_record": _record_summary(index, _producer(index, source)),
         "rows": _jsonable_rows(rows),
         "tables": _tables(index),
+        "prior": _prior(index),
     }
-    images = sorted(rows["image_id"].unique())
+    if source == SET_METRICS_FILE:
+        lineage["set"] = _set_lineage(index, method, task, variant)
+        return lineage
     if image is None:
         lineage["cell"] = _cell(rows)
+    images = sorted(rows["image_id"].unique())
     lineage["images"] = [_image_lineage(index, method, task, variant, i, rows[rows["image_id"] == i]) for i in images]
-    lineage["prior"] = _prior(index)
     return lineage
 
 
+def _select_protocol(rows, protocol: str | None):
+    protocols = sorted(rows["protocol"].dropna().unique()) if "protocol" in rows.columns else []
+    if not protocols:
+        return rows, None
+    if protocol is None:
+        protocol = "standard" if "standard" in protocols else (protocols[0] if len(protocols) == 1 else None)
+        if protocol is None:
+            raise LookupError(f"metric rows have several protocols {protocols}; choose one with --protocol")
+    chosen = [protocol] if protocol in protocols else sorted(p for p in protocols if p.startswith(protocol))
+    if len(chosen) != 1:
+        raise LookupError(f"--protocol {protocol!r} matches {chosen or 'no'} protocol(s); available: {protocols}")
+    return rows[rows["protocol"] == chosen[0]], chosen[0]
+
+
 def _cell(rows) -> dict[str, Any]:
-    per_particle = rows[rows["particle"] >= 0] if "particle" in rows.columns else rows
-    source = per_particle if not per_particle.empty else rows
-    per_image = source.groupby("image_id")["value"].mean()
-    values = [float(v) for v in per_image.values]
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    """Recompute a table cell: per image, the mean over particles (``particle >= 0``) or the image's one value
+    (``particle`` null); then the mean and sample std (ddof 1) over images. Null values are excluded."""
+    values = rows[rows["value"].notna()]
+    if "particle" in values.columns:
+        per_particle = values[values["particle"].fillna(-2) >= 0]
+        values = per_particle if not per_particle.empty else values[values["particle"].isna()]
+    per_image = values.groupby("image_id")["value"].mean()
+    numbers = [float(v) for v in per_image.values]
+    mean = sum(numbers) / len(numbers) if numbers else math.nan
+    std = math.sqrt(sum((v - mean) ** 2 for v in numbers) / (len(numbers) - 1)) if len(numbers) > 1 else math.nan
     return {
-        "definition": "mean and sample std (ddof 1) over images of the per-image mean over particles",
+        "definition": "mean and sample std (ddof 1) over images of the per-image mean over particles "
+        "(particle >= 0; the particle-mean image, particle -1, is not used); null values excluded",
         "per_image": {str(k): float(v) for k, v in per_image.items()},
         "mean": mean,
         "std": std,
-        "n_images": len(values),
+        "n_images": len(numbers),
+        "n_null_rows": int(rows["value"].isna().sum()),
+    }
+
+
+def _set_lineage(index: ResultsIndex, method: str, task: str, variant: str) -> dict[str, Any]:
+    """The set-metrics record of one method/task/variant and every file (particles, ground truth) it read."""
+    found = [
+        e
+        for e in index.by_step("set-metrics")
+        if ((e.config or {}).get("method"), (e.config or {}).get("task"), (e.config or {}).get("variant"))
+        == (method, task, variant)
+    ]
+    entry = index.one(f"set-metrics ({method}/{task}/{variant})", found, "run the workflow (`dwgf set-metrics`)")
+    return {
+        "record": _record_summary(index, entry),
+        "parquet": [_file(index, p, recorded=d) for p, d in sorted(entry.outputs.items())],
+        "inputs": [_file(index, p, recorded=d) for p, d in sorted(entry.inputs.items())],
     }
 
 
@@ -111,15 +160,12 @@ def _image_lineage(index: ResultsIndex, method: str, task: str, variant: str, im
     images = index.images_record()
     image_path = index.image_path(image_id)
     links = {}
-    for column, path in (
-        ("observation_sha256", observation),
-        ("run_sha256", per_image_path),
-        ("image_sha256", image_path),
-    ):
+    run_artifact = item.get("files", {}).get("npz")  # the particles (dwgf.metrics.schema: run_sha256)
+    for column, path in (("observation_sha256", observation), ("run_sha256", run_artifact)):
         if column in rows.columns:
             stored = sorted(set(rows[column].dropna()))
-            now = index.sha256(path)
-            links[column] = {"file": path, "row_values": stored, "now": now, "ok": stored == [now]}
+            now = index.sha256(path) if path else None
+            links[column] = {"file": path, "row_values": stored, "now": now, "ok": stored == ([now] if now else [])}
     config = shard.config or {}
     return {
         "image_id": image_id,
@@ -252,10 +298,13 @@ def format_trace(lineage: dict[str, Any]) -> str:
             lines.append(f"  the tables compute a cell as: {table['cell']}")
     lines.append(f"rows of {_fmt_file(lineage['metrics_file'])}:")
     for row in lineage["rows"]:
-        key = {k: row.get(k) for k in ("image_id", "particle", "value") if k in row}
+        key = {k: row.get(k) for k in ROW_FIELDS if row.get(k) is not None}
         lines.append(f"  {key}")
     lines.append(f"  aggregated by {_fmt_record(lineage['aggregate_record'])}")
-    for item in lineage["images"]:
+    if "set" in lineage:
+        lines.append(f"set-level rows made by {_fmt_record(lineage['set']['record'])} from:")
+        lines += [f"  {_fmt_file(file)}" for file in lineage["set"]["inputs"]]
+    for item in lineage.get("images", []):
         lines.append(f"image {item['image_id']}:")
         if item["evaluate"]:
             lines.append(f"  rows from {_fmt_file(item['evaluate'])} (record {item['evaluate']['record']})")

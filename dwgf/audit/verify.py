@@ -16,9 +16,9 @@ Checks (each failure is a :class:`Problem` naming the file):
     a record that cannot be read, whose ``config_sha256`` is not the hash of its ``config``
     (:func:`dwgf.provenance.config_hash`), or two records that claim the same output.
 ``stale-rows``
-    per-image metric rows (a Parquet with an ``image_id`` column) whose link hashes (``observation_sha256``,
-    ``run_sha256``, and ``image_sha256`` / ``particle_sha256`` when present) do not match the files the records
-    index now, or aggregated rows that are not exactly the rows of the Parquet files they were aggregated from.
+    per-image metric rows (``level == "image"``, :mod:`dwgf.metrics.schema`) whose link hashes
+    (``observation_sha256``, ``run_sha256``) do not match the files the records index now, or aggregated rows
+    that are not exactly the rows of the Parquet files they were aggregated from.
 ``unlinked-rows``
     per-image metric rows without the link columns :data:`LINK_COLUMNS`, which therefore cannot be traced.
 
@@ -47,10 +47,9 @@ from dwgf.provenance import RECORD_SUFFIX, config_hash
 
 #: Columns that link a per-image metric row to its artifacts (all required).
 LINK_COLUMNS = ("method", "task", "variant", "image_id", "particle", "observation_sha256", "run_sha256")
-#: Link columns checked when present.
-OPTIONAL_LINK_COLUMNS = ("image_sha256", "particle_sha256")
 #: Steps whose provenance record is itself the Snakemake output of the rule (a completion marker).
 MARKER_STEPS = ("acquire-images", "fit-prior", "acquire-weights", "observe", "solve")
+EXAMPLE_COLUMNS = ("method", "task", "variant", "image_id", "particle", "sample_policy", "metric", "protocol", "value")
 KINDS = ("missing", "modified", "stale", "unexpected", "bad-record", "stale-rows", "unlinked-rows")
 
 
@@ -160,6 +159,7 @@ def verify_results(root: str | os.PathLike, strict: bool = False) -> VerifyRepor
                 _check_solve_image(index, entry, relative, add)
             if relative.endswith(".parquet") and index.sha256(relative) is not None:
                 _check_rows(index, entry, relative, add)
+        _check_aggregation(index, entry, add)
     report.problems = sorted(problems.values(), key=lambda p: (KINDS.index(p.kind), p.path))
     _code_notes(index, report, strict)
     suites = {(e.config or {}).get("suite") for e in index.records.values() if isinstance(e.config, dict)}
@@ -291,105 +291,112 @@ def _check_rows(index: ResultsIndex, entry: RecordEntry, relative: str, add) -> 
     import pandas as pd
 
     frame = pd.read_parquet(index.resolve(relative))
-    target = snakemake_target(entry)
-    if "image_id" in frame.columns:
-        missing = [c for c in LINK_COLUMNS if c not in frame.columns]
-        if missing:
-            add(
-                Problem(
-                    "unlinked-rows",
-                    relative,
-                    f"per-image metric rows lack the link column(s) {missing}; they cannot be traced to artifacts",
-                    entry.path,
-                    target,
-                )
+    if "image_id" not in frame.columns:
+        return
+    rows = frame[frame["level"] == "image"] if "level" in frame.columns else frame[frame["image_id"].notna()]
+    if rows.empty:
+        return
+    missing = [c for c in LINK_COLUMNS if c not in rows.columns]
+    if missing:
+        add(
+            Problem(
+                "unlinked-rows",
+                relative,
+                f"per-image metric rows lack the link column(s) {missing}; they cannot be traced to artifacts",
+                entry.path,
+                snakemake_target(entry),
             )
-        else:
-            _check_links(index, entry, relative, frame, add)
-    _check_aggregation(index, entry, relative, frame, add)
+        )
+        return
+    _check_links(index, entry, relative, rows, add)
 
 
-def _check_links(index: ResultsIndex, entry: RecordEntry, relative: str, frame, add) -> None:
-    """Every row's link hashes must equal the current hashes of the files that the records index."""
-    target = snakemake_target(entry)
+def _check_links(index: ResultsIndex, entry: RecordEntry, relative: str, rows, add) -> None:
+    """Every row's link hashes must equal the current hashes of the files that the records index.
+
+    ``observation_sha256``: ``observations/<task>/<id>.npz``; ``run_sha256``: the solve output with the particles
+    (``solve/<method>/<task>/<variant>/images/<id>.npz``; null for an image whose solve raised, which has no
+    particles) -- the definitions of :mod:`dwgf.metrics.schema`.
+    """
     bad: dict[str, list[str]] = {}
 
-    def expect(column: str, key: tuple, locate) -> None:
-        groups = frame.groupby(list(key), dropna=False, sort=True)[column].unique()
-        for values, stored in groups.items():
+    def check(column: str, key: tuple[str, ...], locate) -> None:
+        for values, stored in rows.groupby(list(key), dropna=False, sort=True)[column].unique().items():
             values = values if isinstance(values, tuple) else (values,)
+            where = "/".join(map(str, values))
             try:
-                wanted = locate(*values)
+                path = locate(*values)
             except LookupError as error:
-                bad.setdefault(column, []).append(f"{dict(zip(key, values))}: {error}")
+                bad.setdefault(column, []).append(f"{where}: {error}")
+                continue
+            now = index.sha256(path) if path else None
+            if path and now is None:
+                bad.setdefault(column, []).append(f"{where}: {path} does not exist")
                 continue
             for digest in stored:
-                if digest is None or digest != digest:  # None / NaN: no link for this row (e.g. particle -1)
-                    if column in LINK_COLUMNS:
-                        bad.setdefault(column, []).append(f"{dict(zip(key, values))}: empty {column}")
-                    continue
-                if digest not in wanted[1]:
+                digest = None if digest is None or digest != digest else digest  # NaN -> None
+                if digest != now:
                     bad.setdefault(column, []).append(
-                        f"{dict(zip(key, values))}: {column} {_short(digest)} but {wanted[0]} hashes to "
-                        f"{_short(next(iter(wanted[1]), None))}"
+                        f"{where}: rows say {_short(digest)} but {path or 'no artifact'} is {_short(now)}"
                     )
 
-    expect("observation_sha256", ("task", "image_id"), lambda t, i: _current(index, index.observation_path(t, i)))
-    expect(
-        "run_sha256",
-        ("method", "task", "variant", "image_id"),
-        lambda m, t, v, i: _current(index, index.solve_image_paths(m, t, v, i)["record"]),
-    )
-    if "image_sha256" in frame.columns:
-        expect("image_sha256", ("image_id",), lambda i: _current(index, index.image_path(i)))
-    if "particle_sha256" in frame.columns:
+    check("observation_sha256", ("task", "image_id"), index.observation_path)
 
-        def particle_files(m, t, v, i):
-            paths = [p for name, p in index.solve_image_paths(m, t, v, i).items() if name != "record"]
-            return ("the image's particle files", {index.sha256(p) for p in paths} - {None})
+    def run_artifact(method: str, task: str, variant: str, image_id: str) -> str | None:
+        return index.solve_image_paths(method, task, variant, image_id).get("npz")
 
-        expect("particle_sha256", ("method", "task", "variant", "image_id"), particle_files)
+    check("run_sha256", ("method", "task", "variant", "image_id"), run_artifact)
     for column, messages in bad.items():
         shown = "; ".join(messages[:3]) + (f"; ... ({len(messages)} in all)" if len(messages) > 3 else "")
-        add(Problem("stale-rows", relative, f"rows link to stale artifacts via {column}: {shown}", entry.path, target))
-
-
-def _current(index: ResultsIndex, relative: str) -> tuple[str, set[str]]:
-    digest = index.sha256(relative)
-    if digest is None:
-        raise LookupError(f"{relative} does not exist")
-    return relative, {digest}
-
-
-def _check_aggregation(index: ResultsIndex, entry: RecordEntry, relative: str, frame, add) -> None:
-    """An aggregated Parquet must hold exactly the rows of the input Parquet files with its columns."""
-    import pandas as pd
-
-    sources = []
-    for source in entry.inputs:
-        if source.endswith(".parquet") and index.sha256(source) is not None:
-            columns = pd.read_parquet(index.resolve(source)).columns
-            if set(columns) <= set(frame.columns) and len(columns):
-                sources.append((source, tuple(columns)))
-    if not sources:
-        return
-    widest = max((c for _, c in sources), key=len)
-    sources = [s for s, c in sources if set(c) == set(widest)]
-    columns = list(widest)
-    made = Counter(_row_keys(frame[columns]))
-    given = Counter()
-    for source in sources:
-        given.update(_row_keys(pd.read_parquet(index.resolve(source))[columns]))
-    extra, lost = made - given, given - made
-    if extra or lost:
-        example = next(iter(extra or lost))
         add(
             Problem(
                 "stale-rows",
                 relative,
-                f"{sum(extra.values())} row(s) not in, and {sum(lost.values())} row(s) missing from, the "
-                f"{len(sources)} Parquet file(s) it was aggregated from; e.g. "
-                f"{'extra' if extra else 'missing'} row {dict(zip(columns, example))}",
+                f"rows link to other artifacts than the current ones via {column}: {shown}",
+                entry.path,
+                snakemake_target(entry),
+            )
+        )
+
+
+def _check_aggregation(index: ResultsIndex, entry: RecordEntry, add) -> None:
+    """The Parquet outputs of a record that reads Parquet files must hold exactly the rows of those files.
+
+    ``dwgf aggregate`` concatenates (and sorts) per-shard and per-set rows into ``metrics.parquet`` and
+    ``set_metrics.parquet``: the multiset of all output rows must equal the multiset of all input rows.
+    """
+    import pandas as pd
+
+    outputs = [p for p in entry.outputs if p.endswith(".parquet") and index.sha256(p) is not None]
+    inputs = [p for p in entry.inputs if p.endswith(".parquet") and index.sha256(p) is not None]
+    if not outputs or not inputs or len(inputs) != sum(p.endswith(".parquet") for p in entry.inputs):
+        return  # nothing aggregated, or a missing input (reported as missing)
+    made_frames = {p: pd.read_parquet(index.resolve(p)) for p in outputs}
+    given_frames = {p: pd.read_parquet(index.resolve(p)) for p in inputs}
+    columns = sorted(set.intersection(*(set(f.columns) for f in [*made_frames.values(), *given_frames.values()])))
+    if not columns:
+        return
+    made = {p: Counter(_row_keys(f[columns])) for p, f in made_frames.items()}
+    given = Counter()
+    for frame in given_frames.values():
+        given.update(_row_keys(frame[columns]))
+    lost = given - sum(made.values(), Counter())
+    extra = {p: rows - given for p, rows in made.items()}
+    if not lost and not any(extra.values()):
+        return
+    # rows that appear in no input belong to the output holding them; lost rows to the outputs that gained
+    # rows in their place (an edited row), or to every output when none did
+    blamed = [p for p in outputs if extra[p]] or outputs
+    for output in blamed:
+        rows = extra[output] or lost
+        example = {k: v for k, v in zip(columns, next(iter(rows))) if k in EXAMPLE_COLUMNS and v not in ("None", "nan")}
+        add(
+            Problem(
+                "stale-rows",
+                output,
+                f"{sum(extra[output].values())} row(s) not in, and {sum(lost.values())} row(s) missing from, the "
+                f"{len(inputs)} Parquet file(s) aggregated by {entry.path}; e.g. "
+                f"{'row' if extra[output] else 'missing row'} {example}",
                 entry.path,
                 snakemake_target(entry),
             )

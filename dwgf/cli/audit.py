@@ -36,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--metric", required=True, help="metric name as in metrics.parquet (e.g. psnr)")
     p.add_argument("--image", default=None, help="image id; without it the table cell over all images is traced")
     p.add_argument("--variant", default="main", help="variant (main, or <ablation>-<value>)")
-    p.add_argument("--particle", type=int, default=None, help="one particle index")
+    p.add_argument("--particle", type=int, default=None, help="one particle index (-1: the particle-mean image)")
+    p.add_argument("--protocol", default=None, help="metric protocol (prefix), default standard when present")
     p.add_argument("--json", action="store_true", help="print the lineage as JSON")
     p.set_defaults(func=_trace)
 
@@ -55,7 +56,9 @@ def _verify(args: argparse.Namespace) -> int:
 def _trace(args: argparse.Namespace) -> int:
     from dwgf.audit.trace import format_trace, trace
 
-    lineage = trace(args.results, args.method, args.task, args.metric, args.image, args.variant, args.particle)
+    lineage = trace(
+        args.results, args.method, args.task, args.metric, args.image, args.variant, args.particle, args.protocol
+    )
     if args.json:
         json.dump(lineage, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
