@@ -200,7 +200,9 @@ def test_deleted_particle_file_is_missing_and_repaired_by_its_solve_job(results)
     report = verify_results(results)
     assert ("missing", particle) in _kinds(report)
     assert report.forcerun_targets() == ["solve/dwgf/box/main/shard-000.prov.json"]
-    command = report.repair_commands()[0]
+    cd, command, again = report.repair_commands()
+    assert cd == f"cd {results.parent.parent}" and again == "dwgf verify results/mini"
+    assert f"-s {Path(__file__).resolve().parents[1] / 'Snakefile'}" in command  # tmp workdir: the checkout's
     assert "--forcerun " in command and " results/mini/solve/dwgf/box/main/shard-000.prov.json" in command
     assert "--config suite=mini" in command
 

@@ -91,16 +91,27 @@ class VerifyReport:
         return sorted({p.remove for p in self.problems if p.remove})
 
     def repair_commands(self) -> list[str]:
-        """Shell commands (run from the workflow's working directory) that repair every problem found."""
+        """Shell commands that repair every problem found (to be run one after the other in one shell).
+
+        The workflow's working directory is the folder above ``<results>/<suite>``; when it holds no Snakefile
+        (or config.yaml), those of the checkout this package is installed from are named explicitly.
+        """
         workdir, results = self.root.parent.parent, self.root.parent.name
-        commands = [f"rm {shlex.quote(_from_workdir(self.root, r, workdir))}" for r in self.removals()]
+        commands = [] if _same(workdir, Path.cwd()) else [f"cd {shlex.quote(str(workdir))}"]
+        commands += [f"rm {shlex.quote(_from_workdir(self.root, r, workdir))}" for r in self.removals()]
         targets = [_from_workdir(self.root, t, workdir) for t in self.forcerun_targets()]
-        if targets or commands:
-            config = f"suite={self.suite or self.root.name}" + ("" if results == "results" else f" results={results}")
-            where = "" if _same(workdir, Path.cwd()) else f" --directory {shlex.quote(str(workdir))}"
-            force = " --forcerun " + " ".join(map(shlex.quote, targets)) if targets else ""
-            commands.append(f"snakemake -c 2{where} --config {config}{force}")
-            commands.append(f"dwgf verify {shlex.quote(str(self.root))}")
+        if not (targets or self.removals()):
+            return []
+        checkout = Path(__file__).resolve().parents[2]
+        options = ""
+        if not (workdir / "Snakefile").is_file() and (checkout / "Snakefile").is_file():
+            options += f" -s {shlex.quote(str(checkout / 'Snakefile'))}"
+        if not (workdir / "config.yaml").is_file() and (checkout / "config.yaml").is_file():
+            options += f" --configfile {shlex.quote(str(checkout / 'config.yaml'))}"
+        config = f"suite={self.suite or self.root.name}" + ("" if results == "results" else f" results={results}")
+        force = " --forcerun " + " ".join(map(shlex.quote, targets)) if targets else ""
+        commands.append(f"snakemake -c 2{options} --config {config}{force}")
+        commands.append(f"dwgf verify {shlex.quote(_from_workdir(self.root, '.', workdir))}")
         return commands
 
     def format(self) -> str:
