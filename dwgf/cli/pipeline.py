@@ -1,4 +1,5 @@
-"""Workflow verbs: ``acquire-images``, ``fit-prior``, ``acquire-weights``, ``observe``, ``solve``, ``evaluate``,
+"""Workflow verbs: ``acquire-images``, ``fit-prior``, ``acquire-weights``, ``acquire-metric-weights``, ``observe``,
+``solve``, ``evaluate``,
 ``set-metrics``, ``aggregate``, ``tables``, ``plots``, ``qualitative`` and ``plan``.
 
 Each Snakemake rule calls exactly one of these verbs (``workflow/rules/*.smk``). Every verb takes
@@ -39,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = verb("acquire-weights", _acquire_weights, "fetch/verify pinned diffusion weights against the lock")
     p.add_argument("--out", required=True, help="record to write (prior/prior.prov.json)")
 
+    p = verb("acquire-metric-weights", _acquire_metric_weights, "fetch/verify LPIPS and Inception weights")
+    p.add_argument("--out", required=True, help="record to write (weights/metric_weights.prov.json)")
+
     p = verb("observe", _observe, "measure y = A x + sigma_y n for every image of one task")
     p.add_argument("--images", required=True, help="record of `dwgf acquire-images`")
     p.add_argument("--out", required=True, help="record to write (observations/<task>/observe.prov.json)")
@@ -65,7 +69,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = verb("aggregate", _aggregate, "concatenate per-shard metrics into one long-format Parquet")
     p.add_argument("--metrics", required=True, nargs="+", help="per-shard metric Parquet files")
     p.add_argument("--set-metrics", required=True, nargs="+", help="set-level metric Parquet files")
-    p.add_argument("--shards", required=True, nargs="+", help="records of `dwgf solve` (status and runtime)")
     p.add_argument("--out", required=True, help="metrics.parquet to write")
     p.add_argument("--out-set", required=True, help="set_metrics.parquet to write")
 
@@ -113,6 +116,13 @@ def _acquire_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _acquire_metric_weights(args: argparse.Namespace) -> int:
+    from dwgf.pipeline.data_steps import acquire_metric_weights
+
+    acquire_metric_weights(args.spec, args.root, args.out)
+    return 0
+
+
 def _observe(args: argparse.Namespace) -> int:
     from dwgf.pipeline.observe import observe
 
@@ -145,7 +155,7 @@ def _set_metrics(args: argparse.Namespace) -> int:
 def _aggregate(args: argparse.Namespace) -> int:
     from dwgf.pipeline.aggregate import aggregate
 
-    aggregate(args.spec, args.root, args.metrics, args.set_metrics, args.shards, args.out, args.out_set)
+    aggregate(args.spec, args.root, args.metrics, args.set_metrics, args.out, args.out_set)
     return 0
 
 

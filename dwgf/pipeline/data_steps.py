@@ -26,10 +26,10 @@ def image_path(root: str | os.PathLike, image_id: str) -> Path:
 def acquire_images(spec: dict[str, Any], root: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
     """Write ``data/images/<id>.png`` for every id of the suite, then the record ``out``.
 
-    ``source: bundled``: the scikit-image crop named by each id (:func:`dwgf.data.bundled.load_crop`), so the
-    demo runs offline. ``folder`` / ``archive`` / ``hf``: FFHQ images by id through
-    :func:`dwgf.acquire.acquire_images` (a pinned HF dataset revision or a local folder/archive), each
-    brought to ``image_size`` as ``resize`` says and checked against its sha256 manifest.
+    ``source.kind: bundled``: the scikit-image crop named by each id (:func:`dwgf.data.bundled.load_crop`), so
+    the demo runs offline. ``folder`` / ``archive`` / ``hf_dataset``: FFHQ images by id through
+    :func:`dwgf.acquire.acquire_images` (Lanczos-resized to ``image_size`` only when the size differs; its
+    ``manifest.json`` with the sha256 of every original is recorded as an input). A missing id raises naming it.
     """
     require(spec, "source", "ids", "image_size")
     root = Path(root)
@@ -37,7 +37,7 @@ def acquire_images(spec: dict[str, Any], root: str | os.PathLike, out: str | os.
     size = int(spec["image_size"])
     outputs: dict[str, Path] = {}
     inputs: list[Path] = []
-    if spec["source"] == "bundled":
+    if spec["source"]["kind"] == "bundled":
         from dwgf.data.bundled import load_crop
 
         for image_id in spec["ids"]:
@@ -47,37 +47,18 @@ def acquire_images(spec: dict[str, Any], root: str | os.PathLike, out: str | os.
                 raise ValueError(f"config key 'data.ids': image id {image_id!r} cannot be loaded: {error}") from error
             outputs[image_id] = save_png(x, image_path(root, image_id))
     else:
-        outputs, inputs, source_info = _acquire_external(spec, root)
-        recorder.extra["source"] = source_info
+        from dwgf import acquire
+
+        dest = root / "data" / "images"
+        acquire.acquire_images(dict(spec["source"]), list(spec["ids"]), size, dest)
+        outputs = {image_id: image_path(root, image_id) for image_id in spec["ids"]}
+        manifest = dest / acquire.IMAGE_MANIFEST_NAME
+        recorder.extra["source_manifest"] = relative_to_root(manifest, root)
+        inputs.append(manifest)
     for path in outputs.values():
         load_png(path, image_size=size)  # every written image must read back at the suite's size
     recorder.extra["images"] = {image_id: relative_to_root(path, root) for image_id, path in outputs.items()}
     return recorder.write(out, outputs=list(outputs.values()), inputs=inputs)
-
-
-def _acquire_external(spec: dict[str, Any], root: Path) -> tuple[dict[str, Path], list[Path], dict[str, Any]]:
-    from dwgf import acquire
-
-    if not spec.get("location"):
-        raise ValueError(
-            f"config key 'data.location' is required for data source {spec['source']!r}: a folder, an archive or "
-            f"'<repo_id>@<revision>' holding the images named by 'data.pattern'"
-        )
-    result = acquire.acquire_images(
-        source=spec["source"],
-        location=spec["location"],
-        ids=list(spec["ids"]),
-        out_dir=root / "data" / "images",
-        image_size=int(spec["image_size"]),
-        pattern=spec.get("pattern", "{id}.png"),
-        resize=spec.get("resize", "none"),
-    )
-    outputs = {image_id: Path(path) for image_id, path in result["images"].items()}
-    missing = [image_id for image_id in spec["ids"] if image_id not in outputs]
-    if missing:
-        raise FileNotFoundError(f"acquire_images did not produce images for ids {missing}")
-    inputs = [Path(p) for p in result.get("inputs", [])]
-    return outputs, inputs, {k: v for k, v in result.items() if k not in ("images", "inputs")}
 
 
 def crops_overlap(a: tuple[str, int, int], b: tuple[str, int, int], size: int) -> bool:
@@ -130,3 +111,65 @@ def fit_prior(spec: dict[str, Any], root: str | os.PathLike, out: str | os.PathL
     recorder.extra["fit"] = {"n_train": len(kept_ids), "n_excluded": len(ids) - len(kept_ids)}
     files = sorted(p for p in folder.iterdir() if p.name.startswith("testbed_prior."))
     return recorder.write(out, outputs=files)
+
+
+def acquire_weights(spec: dict[str, Any], root: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
+    """Fetch (``source: hub``, pinned revision) or copy (``source: local``, a pre-seeded folder) the Stable
+    Diffusion snapshot named by the lock into ``prior.dest`` and check every file's sha256 against the lock
+    (:func:`dwgf.acquire.acquire_weights`; a mismatch or a missing file stops here, naming the file and what to
+    place where). The record names the folder for :func:`dwgf.priors.load_prior` and hashes its sha256
+    manifest (re-hashing gigabytes of weights a second time would add nothing).
+    """
+    from dwgf import acquire
+
+    require(spec, "prior")
+    prior = spec["prior"]
+    root = Path(root)
+    lock_path = Path(prior["lock"])
+    recorder = Recorder("acquire-weights", root=root, config=spec, seeds={})
+    lock = acquire.load_lock(lock_path)
+    if prior["source"] == "local" and not prior.get("local_dir"):
+        raise ValueError(
+            "config key 'prior.local_dir' is required with prior.source: local -- the pre-seeded folder holding the "
+            f"lock's files ({', '.join(lock['model']['files'])})"
+        )
+    dest = acquire.acquire_weights(
+        lock,
+        prior["dest"],
+        source=prior["source"],
+        local_dir=prior.get("local_dir"),
+        record_unknown=bool(prior.get("record_unknown", False)),
+        allow_unpinned=bool(prior.get("allow_unpinned", False)),
+    )
+    recorder.extra["prior"] = {"kind": "stable_diffusion", "folder": str(Path(dest).resolve())}
+    return recorder.write(out, outputs=[Path(dest) / acquire.MANIFEST_NAME], inputs=[lock_path])
+
+
+def acquire_metric_weights(spec: dict[str, Any], root: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
+    """LPIPS backbones (one per ``lpips_nets``) and, for ``fid_network: cleanfid-...``, clean-fid's Inception,
+    into ``<torch_home>/hub/checkpoints/`` (:func:`dwgf.acquire.acquire_aux_weights`, checked against the lock).
+    """
+    from dwgf import acquire
+    from dwgf.metrics.fid import CLEANFID_INCEPTION_FILE, NETWORK_CLEANFID
+    from dwgf.metrics.lpips_metric import BACKBONE_FILES
+
+    require(spec, "lock", "torch_home", "source", "lpips_nets", "fid_network")
+    root = Path(root)
+    names = [BACKBONE_FILES[net] for net in spec["lpips_nets"]]
+    if spec["fid_network"] == NETWORK_CLEANFID:
+        names.append(CLEANFID_INCEPTION_FILE)
+    if spec["source"] == "local" and not spec.get("local_dir"):
+        raise ValueError(
+            f"config key 'metrics.weights.local_dir' is required with source: local -- a folder with {names}"
+        )
+    recorder = Recorder("acquire-metric-weights", root=root, config=spec, seeds={})
+    paths = acquire.acquire_aux_weights(
+        acquire.load_lock(spec["lock"]),
+        spec["torch_home"],
+        source=spec["source"],
+        local_dir=spec.get("local_dir"),
+        names=names,
+        record_unknown=bool(spec.get("record_unknown", False)),
+    )
+    recorder.extra["files"] = {name: str(Path(path).resolve()) for name, path in paths.items()}
+    return recorder.write(out, outputs=list(paths.values()), inputs=[Path(spec["lock"])])

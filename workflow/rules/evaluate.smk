@@ -7,8 +7,10 @@ rule evaluate:
         images=PLAN.path("images_manifest"),
         observations=PLAN.path("observations"),
         prior=PLAN.path("prior"),
+        weights=PLAN.metric_weight_inputs(),
     output:
         PLAN.path("shard_metrics"),
+        PLAN.path("shard_metrics") + ".prov.json",
     params:
         spec=shard_spec("evaluate"),
         root=R,
@@ -20,15 +22,17 @@ rule evaluate:
         **resources("evaluate"),
     shell:
         "dwgf evaluate --spec {params.spec:q} --root {params.root:q} --shard {input.shard:q} --images {input.images:q}"
-        " --observations {input.observations:q} --prior {input.prior:q} --out {output:q} > {log:q} 2>&1"
+        " --observations {input.observations:q} --prior {input.prior:q} --out {output[0]:q} > {log:q} 2>&1"
 
 
 rule set_metrics:
     input:
         shards=lambda wc: PLAN.shard_records(wc.method, wc.task, wc.variant),
         images=PLAN.path("images_manifest"),
+        weights=PLAN.metric_weight_inputs(),
     output:
         PLAN.path("set_metrics"),
+        PLAN.path("set_metrics") + ".prov.json",
     params:
         spec=shard_spec("set_metrics"),
         root=R,
@@ -40,17 +44,17 @@ rule set_metrics:
         **resources("evaluate"),
     shell:
         "dwgf set-metrics --spec {params.spec:q} --root {params.root:q} --shards {input.shards:q}"
-        " --images {input.images:q} --out {output:q} > {log:q} 2>&1"
+        " --images {input.images:q} --out {output[0]:q} > {log:q} 2>&1"
 
 
 rule aggregate:
     input:
         metrics=PLAN.shard_metric_files(),
         set_metrics=PLAN.set_metric_files(),
-        shards=[PLAN.path("shard", method=j.method, task=j.task, variant=j.variant, shard=j.shard) for j in PLAN.solve_jobs()],
     output:
         metrics=PLAN.path("metrics"),
         set_metrics=PLAN.path("set_metrics_all"),
+        record=f"{R}/aggregate.prov.json",
     params:
         spec=spec(PLAN.base_spec),
         root=R,
@@ -60,5 +64,5 @@ rule aggregate:
         PLAN.benchmark("aggregate", "aggregate")
     shell:
         "dwgf aggregate --spec {params.spec:q} --root {params.root:q} --metrics {input.metrics:q}"
-        " --set-metrics {input.set_metrics:q} --shards {input.shards:q} --out {output.metrics:q}"
+        " --set-metrics {input.set_metrics:q} --out {output.metrics:q}"
         " --out-set {output.set_metrics:q} > {log:q} 2>&1"

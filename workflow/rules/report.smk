@@ -28,6 +28,7 @@ rule tables:
             for a in PLAN.ablations
         ],
         others=[p for p in PLAN.table_files() if not p.endswith(".html")],
+        record=f"{R}/tables/tables.prov.json",
     params:
         spec=spec(PLAN.report_spec),
         protocol=protocol(),
@@ -52,6 +53,7 @@ rule plot_ablation:
             category="Ablations",
             labels={"ablation": "{ablation}"},
         ),
+        PLAN.path("plot_ablation") + ".prov.json",
     params:
         spec=spec(PLAN.report_spec),
         protocol=protocol(),
@@ -62,7 +64,7 @@ rule plot_ablation:
         PLAN.benchmark("plot_ablation", "{ablation}")
     shell:
         "dwgf plots --spec {params.spec:q} --root {params.root:q} --metrics {input.metrics:q}"
-        " --ablation {wildcards.ablation:q} --out {output:q} > {log:q} 2>&1"
+        " --ablation {wildcards.ablation:q} --out {output[0]:q} > {log:q} 2>&1"
 
 
 rule qualitative:
@@ -77,6 +79,7 @@ rule qualitative:
             category="Qualitative",
             labels={"task": "{task}"},
         ),
+        PLAN.path("plot_qualitative") + ".prov.json",
     params:
         spec=spec(PLAN.report_spec),
         protocol=protocol(),
@@ -88,4 +91,4 @@ rule qualitative:
     shell:
         "dwgf qualitative --spec {params.spec:q} --root {params.root:q} --task {wildcards.task:q}"
         " --images {input.images:q} --observations {input.observations:q} --shards {input.shards:q}"
-        " --out {output:q} > {log:q} 2>&1"
+        " --out {output[0]:q} > {log:q} 2>&1"

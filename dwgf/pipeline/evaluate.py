@@ -1,0 +1,224 @@
+"""Pipeline steps 5-6a: per-shard metric rows (``dwgf evaluate``) and set-level metrics (``dwgf set-metrics``).
+
+Rows follow the long-format schema of :mod:`dwgf.metrics.schema` and are written with
+:func:`dwgf.metrics.schema.write_metrics` (validated, atomic).
+
+``evaluate`` -- for every image of a shard (particles from ``solve/.../images/<id>.npz``, ground truth from
+``data/images/<id>.png``):
+
+* :meth:`dwgf.metrics.evaluate.ImageMetrics.rows`: PSNR/SSIM/LPIPS per particle and for the particle-mean
+  image, under the ``standard`` and ``repo`` protocols, plus particle diversity (LPIPS is null with a status
+  when its backbone is not in ``metrics.weights.torch_home``);
+* test-bed prior only (``metrics.posterior``): :func:`dwgf.metrics.evaluate.posterior_rows` against the exact
+  posterior p(z | y) of :meth:`~dwgf.priors.gaussian_mixture.GaussianMixturePrior.posterior` (sigma_dec = 0,
+  the prior's deterministic decoder), in image space and in latent space, with 256 exact posterior samples
+  drawn from ``derive_seed(seed, "posterior", task, id)``;
+* :func:`dwgf.metrics.runtime.solve_record_rows`: ``runtime_s`` and ``peak_memory_bytes`` from the solve
+  record (status ``solve_<status>`` when the solve did not succeed; an image whose solve raised has only these
+  rows).
+
+``set-metrics`` -- FID and KID (:func:`dwgf.metrics.evaluate.set_rows`) of each sample policy
+(``all_particles``: every particle of every image, the official FID's fake set; ``first_particle``) against
+the suite's ground-truth images, with the Inception named by ``metrics.fid_network``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dwgf.io import sha256_file
+from dwgf.pipeline.images import load_png
+from dwgf.pipeline.observe import build_operator, load_observation
+from dwgf.pipeline.records import read_step_record, require, resolve
+from dwgf.provenance import Recorder
+from dwgf.seeding import derive_seed, make_generator
+
+POSTERIOR_SAMPLES = 256
+POSTERIOR_SIGMA_DEC = 0.0
+
+
+def _image_keys(spec: dict[str, Any], record: dict[str, Any]):
+    from dwgf.metrics.schema import RowKeys
+
+    hyper = record.get("hyper") or dict(spec.get("hyper") or {})
+    hyper = {k: v for k, v in hyper.items() if k not in ("n_particles", "n_steps")}
+    return RowKeys(
+        suite=spec["suite"],
+        task=spec["task"]["name"],
+        method=spec["method"],
+        variant=spec["variant"],
+        hyper=hyper,
+        n_particles=int(spec["n_particles"]),
+    )
+
+
+def _posterior_rows(prior, operator, sigma_y: float, y, particles, latents, keys, seed: int) -> list[dict[str, Any]]:
+    import torch
+
+    from dwgf.metrics.evaluate import posterior_rows
+
+    posterior = prior.posterior(y, operator, sigma_y, sigma_dec=POSTERIOR_SIGMA_DEC)
+    samples_z = posterior.sample(POSTERIOR_SAMPLES, make_generator(seed), dtype=torch.float64)
+    samples_x = prior.decode(samples_z.to(prior.dtype)).to(torch.float64)
+    rows = posterior_rows(
+        particles.to(torch.float64), posterior.mean_image[0], posterior.std_image[0], samples_x, keys, space="image"
+    )
+    rows += posterior_rows(
+        latents.to(torch.float64).flatten(1),
+        posterior.mean_latent,
+        posterior.std_latent,
+        samples_z.flatten(1),
+        keys,
+        space="latent",
+    )
+    for row in rows:
+        row["protocol"] += f";sigma_dec={POSTERIOR_SIGMA_DEC:g}"
+    return rows
+
+
+def evaluate_shard(
+    spec: dict[str, Any],
+    root: str | os.PathLike,
+    shard_record: str | os.PathLike,
+    images_record: str | os.PathLike,
+    observations_record: str | os.PathLike,
+    prior_record: str | os.PathLike,
+    out: str | os.PathLike,
+) -> dict[str, Any]:
+    import torch
+
+    from dwgf.metrics.evaluate import ImageMetrics
+    from dwgf.metrics.runtime import solve_record_rows
+    from dwgf.metrics.schema import write_metrics
+    from dwgf.pipeline.solve import load_pipeline_prior
+
+    require(spec, "suite", "method", "task", "variant", "metrics", "prior_kind", "n_particles")
+    root = Path(root)
+    shard = read_step_record(shard_record, "solve")
+    images = read_step_record(images_record, "acquire-images")["extra"]["images"]
+    observations = read_step_record(observations_record, "observe")
+    metrics_spec = spec["metrics"]
+    torch_home = (metrics_spec.get("weights") or {}).get("torch_home", "cache/torch")
+    nets = tuple((metrics_spec.get("lpips") or {}).get("nets", ["alex"]))
+    if "alex" not in nets:
+        raise ValueError("config key 'metrics.lpips.nets' must include 'alex' (the repo protocol and diversity use it)")
+    image_metrics = ImageMetrics.from_cache(torch_home, nets=nets)
+    use_posterior = bool(metrics_spec.get("posterior")) and spec["prior_kind"] == "gaussian_mixture"
+    prior = operator = None
+    if use_posterior:
+        prior, _ = load_pipeline_prior(root, prior_record, "cpu", "float64")
+        operator = build_operator(spec["task"], int(spec["image_size"]))
+
+    rows: list[dict[str, Any]] = []
+    inputs = [Path(shard_record), Path(images_record), Path(observations_record)]
+    seeds = {}
+    for image_id, entry in shard["extra"]["images"].items():
+        record = _read_json(resolve(root, entry["record"]))
+        keys = _image_keys(spec, record)
+        obs_path = resolve(root, observations["extra"]["images"][image_id]["npz"])
+        run_path = resolve(root, entry["files"]["npz"]) if "npz" in entry["files"] else None
+        keys = keys.for_image(image_id, sha256_file(obs_path), sha256_file(run_path) if run_path else None)
+        rows += solve_record_rows(record, keys, device=shard.get("device"))
+        if run_path is None:
+            continue  # the solve raised: only its runtime rows (status solve_error) exist
+        with np.load(run_path) as data:
+            particles = torch.from_numpy(data["particles"])
+            latents = torch.from_numpy(data["latents"])
+        gt_path = resolve(root, images[image_id])
+        gt = load_png(gt_path, image_size=int(spec["image_size"])).unsqueeze(0)
+        rows += image_metrics.rows(particles, gt, keys)
+        if use_posterior:
+            seeds[image_id] = derive_seed(spec["seed"], "posterior", spec["task"]["name"], image_id)
+            y = torch.from_numpy(load_observation(root, observations, image_id)["y"]).to(torch.float64)
+            sigma_y = float(spec["task"]["sigma_y"])
+            rows += _posterior_rows(prior, operator, sigma_y, y, particles, latents, keys, seeds[image_id])
+        inputs += [run_path, gt_path, obs_path]
+    recorder = Recorder("evaluate", root=root, config=spec, seeds=seeds)
+    write_metrics(rows, out)
+    recorder.extra["rows"] = len(rows)
+    recorder.write(f"{out}.prov.json", outputs=[out], inputs=inputs)
+    return {"rows": len(rows)}
+
+
+def set_metrics(
+    spec: dict[str, Any],
+    root: str | os.PathLike,
+    shard_records: list[str],
+    images_record: str | os.PathLike,
+    out: str | os.PathLike,
+) -> dict[str, Any]:
+    from dwgf.metrics.evaluate import policy_images, set_rows
+    from dwgf.metrics.fid import FeatureStore, load_feature_network
+    from dwgf.metrics.schema import RowKeys, write_metrics
+
+    require(spec, "suite", "method", "task", "variant", "set_level", "fid_network", "torch_home", "n_particles")
+    root = Path(root)
+    images = read_step_record(images_record, "acquire-images")["extra"]["images"]
+    particle_pngs: dict[str, list[Path]] = {}
+    hyper: dict[str, Any] = {}
+    for path in shard_records:
+        shard = read_step_record(path, "solve")
+        for image_id, entry in shard["extra"]["images"].items():
+            files = entry["files"]
+            names = sorted((k for k in files if k.startswith("p")), key=lambda k: int(k[1:]))
+            if names:  # an image whose solve raised has no particles: it is absent from the fake set
+                particle_pngs[image_id] = [resolve(root, files[k]) for k in names]
+                hyper = hyper or _read_json(resolve(root, entry["record"])).get("hyper") or {}
+    level = spec["set_level"]
+    network = load_feature_network(spec["fid_network"], spec["torch_home"])
+    store = FeatureStore(network)
+    real_paths = [resolve(root, images[i]) for i in sorted(images)]
+    real = store.features(real_paths)
+    keys = RowKeys(
+        suite=spec["suite"],
+        task=spec["task"],
+        method=spec["method"],
+        variant=spec["variant"],
+        hyper={k: v for k, v in hyper.items() if k not in ("n_particles", "n_steps")},
+        n_particles=int(spec["n_particles"]),
+    )
+    rows = []
+    for policy in level["policies"]:
+        fakes = policy_images(particle_pngs, policy)
+        if len(fakes) < 2:
+            rows += _null_set_rows(keys, policy, network.network, level, f"too_few_images: {len(fakes)} < 2")
+            continue
+        rows += set_rows(
+            store.features(fakes),
+            real,
+            keys,
+            sample_policy=policy,
+            reference_name=f"gt:{spec['suite']}:{len(real_paths)}",
+            network=network.network,
+            fid=bool(level["fid"]),
+            kid=bool(level["kid"]),
+            kid_seed=int(spec["seed"]),
+        )
+    recorder = Recorder("set-metrics", root=root, config=spec, seeds={"kid": int(spec["seed"])})
+    write_metrics(rows, out)
+    inputs = [Path(p) for p in shard_records] + real_paths + [p for ps in particle_pngs.values() for p in ps]
+    recorder.write(f"{out}.prov.json", outputs=[out], inputs=inputs)
+    return {"rows": len(rows)}
+
+
+def _null_set_rows(keys, policy: str, network: str, level: dict[str, Any], status: str) -> list[dict[str, Any]]:
+    from dwgf.metrics.fid import FID_PROTOCOL
+
+    names = [("fid", FID_PROTOCOL)] if level["fid"] else []
+    names += [("kid", "kid")] if level["kid"] else []
+    return [
+        keys.row(metric=m, protocol=p, value=None, status=status, sample_policy=policy, network=network, n_samples=0)
+        for m, p in names
+    ]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; it is written by `dwgf solve` (re-run the shard)")
+    return json.loads(path.read_text(encoding="utf-8"))
