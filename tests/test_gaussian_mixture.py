@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from dwgf.data import bundled_crops
+from dwgf.operators import make_operator
 from dwgf.operators.base import LinearOperator
 from dwgf.priors import load_prior
 from dwgf.priors.gaussian_mixture import CONFIG_FILE, TENSORS_FILE, GaussianMixturePrior
@@ -378,6 +379,59 @@ def test_box_inpainting_posterior_ignores_the_hole_and_reproduces_observed_pixel
     mse = float(((mean - x_true) ** 2).mean())
     assert 10 * math.log10(4.0 / mse) > 50
     assert float(post_masked.std_image.max()) < 0.05
+
+
+def test_library_box_inpainting_matches_keep_index(fitted):
+    """dwgf.operators' masked-image box inpainting gives the same posterior as the hole-free measurement."""
+    operator = make_operator("box_inpainting", 64)
+    mask = operator.forward(torch.ones(1, 3, 64, 64, dtype=F64))[0]
+    keep = torch.nonzero(mask.reshape(-1) != 0)[:, 0]
+    z = fitted.sample_prior(1, make_generator(40)).to(F64)
+    x = fitted.decode(z).to(F64) + 1e-3 * torch.randn(1, 3, 64, 64, generator=make_generator(41), dtype=F64)
+    y = operator.forward(x) + 1e-3 * (mask == 0)  # whatever sits in the hole is not a measurement
+    for sigma_dec in (0.0, 0.01):
+        post = fitted.posterior(y, operator, 1e-3, sigma_dec)
+        reference = fitted.posterior(KeepIndex(64, keep).forward(x), KeepIndex(64, keep), 1e-3, sigma_dec)
+        torch.testing.assert_close(post.means, reference.means, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(post.weights, reference.weights, rtol=1e-9, atol=1e-12)
+
+
+def test_sr_avgpool_posterior_matches_covariance_form(fitted):
+    """SR×8 with decoder noise (A Aᵀ = I/64, diagonal path) against the d_y-dimensional covariance form.
+
+    Reference per component: S_k = Σ_y + M Σ_k Mᵀ (192 × 192, dense), m_k = μ_k + Σ_k Mᵀ S_k⁻¹ (r − M μ_k),
+    C_k = Σ_k − Σ_k Mᵀ S_k⁻¹ M Σ_k, w_k ∝ π_k N(r; M μ_k, S_k), with M from torch's avg_pool2d.
+    """
+    sigma_y, sigma_dec = 0.02, 0.05
+    operator = make_operator("sr_avgpool", 64, factor=8)
+    z = fitted.sample_prior(1, make_generator(42)).to(F64)
+    x = fitted.decode(z).to(F64)
+    y = torch.nn.functional.avg_pool2d(x, 8) + sigma_y * torch.randn(
+        1, 3, 8, 8, generator=make_generator(43), dtype=F64
+    )
+    post = fitted.posterior(y, operator, sigma_y, sigma_dec)
+
+    params = fitted.parameters64()
+    columns = (params["decoder.W"] * params["decoder.s"]).T.reshape(256, 3, 64, 64)
+    M = torch.nn.functional.avg_pool2d(columns, 8).reshape(256, -1).T
+    r = (y - torch.nn.functional.avg_pool2d(params["decoder.b"].reshape(1, 3, 64, 64), 8)).reshape(-1)
+    noise = (sigma_y**2 + sigma_dec**2 / 64) * torch.eye(192, dtype=F64)
+    log_w, means, covs = [], [], []
+    for k in range(fitted.n_components):
+        mu, sigma = params["mixture.means"][k], params["mixture.covariances"][k]
+        S = noise + M @ sigma @ M.T
+        gain = sigma @ M.T @ torch.linalg.inv(S)
+        means.append(mu + gain @ (r - M @ mu))
+        covs.append(sigma - gain @ M @ sigma)
+        normal = torch.distributions.MultivariateNormal(M @ mu, covariance_matrix=S)
+        log_w.append(math.log(params["mixture.weights"][k]) + normal.log_prob(r))
+    log_w = torch.stack(log_w)
+    torch.testing.assert_close(post.weights, torch.softmax(log_w, 0), rtol=1e-6, atol=1e-9)
+    top = int(post.weights.argmax())
+    torch.testing.assert_close(post.means[top], means[top], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(post.covariances[top], covs[top], rtol=1e-5, atol=1e-7)
+    evidence = torch.logsumexp(log_w, 0)
+    torch.testing.assert_close(post.log_evidence, evidence, rtol=1e-9, atol=1e-5)
 
 
 def test_posterior_rejects_what_it_cannot_do_exactly(fitted):
