@@ -180,6 +180,12 @@ def test_eps_per_item_timesteps_and_float32(fitted):
     eps = fitted.eps(z, torch.tensor(steps))
     for i, t in enumerate(steps):
         torch.testing.assert_close(eps[i : i + 1], reference_eps(fitted, z[i : i + 1], t), rtol=1e-7, atol=1e-9)
+    params = fitted.parameters64()
+    clean = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(probs=params["mixture.weights"]),
+        torch.distributions.MultivariateNormal(params["mixture.means"], params["mixture.covariances"]),
+    )
+    torch.testing.assert_close(fitted.log_prob_clean(z), clean.log_prob(z.reshape(3, -1)), rtol=1e-9, atol=1e-6)
     eps32 = fitted.eps(z.float(), torch.tensor(steps))
     assert eps32.dtype == torch.float32
     torch.testing.assert_close(eps32, eps.float(), rtol=1e-4, atol=1e-5)

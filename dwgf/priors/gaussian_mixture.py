@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -278,18 +279,19 @@ class GaussianMixturePrior(LatentPrior):
             if t.is_floating_point() and not torch.equal(t, t.round()):
                 raise ValueError(f"t must hold integer timesteps, got {t.tolist()}")
             steps = t.detach().to("cpu").long().reshape(-1).expand(batch)
-        elif isinstance(t, int) and not isinstance(t, bool):
-            steps = torch.full((batch,), t, dtype=torch.long)
+        elif isinstance(t, numbers.Integral) and not isinstance(t, bool):
+            steps = torch.full((batch,), int(t), dtype=torch.long)
         else:
             raise ValueError(f"t must be an int or an integer tensor, got {type(t).__name__}")
         if steps.numel() and not ((steps >= 0) & (steps < T)).all():
             raise ValueError(f"timesteps t must lie in [0, {T}), got {steps.unique().tolist()}")
         return self._alphas_cumprod[steps].to(device)
 
-    def _noised_terms(self, z: torch.Tensor, abar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """For flat float64 z (B, d): log π_k N_k(z) up to a constant (B, K), U_k (K, d, d), C_k⁻¹ (z − m_k) (B, K, d).
+    def _noised_terms(self, z: torch.Tensor, abar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For flat float64 z (B, d): log π_k N_k(z) up to a constant, (B, K), and C_k⁻¹ (z − m_k), (B, K, d).
 
-        N_k = N(√ā μ_k, U_k diag(ā λ_k + 1 − ā) U_kᵀ); the dropped constant −d/2 log 2π is shared by all k.
+        N_k = N(m_k, C_k) with m_k = √ā μ_k and C_k = ā Σ_k + (1−ā) I = U_k diag(ā λ_k + 1 − ā) U_kᵀ; the
+        dropped constant −d/2 log 2π is shared by all k.
         """
         mix = self._mix
         diff = z[:, None, :] - abar.sqrt()[:, None, None] * mix["means"][None]
@@ -297,17 +299,17 @@ class GaussianMixturePrior(LatentPrior):
         var = abar[:, None, None] * mix["eigvals"][None] + (1.0 - abar)[:, None, None]
         log_joint = mix["log_weights"][None] - 0.5 * ((proj**2 / var).sum(-1) + var.log().sum(-1))
         precision_diff = torch.einsum("kij,bkj->bki", mix["eigvecs"], proj / var)
-        return log_joint, mix["eigvecs"], precision_diff
+        return log_joint, precision_diff
 
     def eps(self, z_t: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
         """Exact ε(z_t, t) = −√(1−ā_t) ∇ log p_t(z_t) = √(1−ā_t) Σ_k r_k(z_t) C_k⁻¹ (z_t − √ā_t μ_k).
 
-        r_k are the responsibilities of the noised components (softmax over k, float64); returns z_t's
-        dtype and device.
+        C_k = ā_t Σ_k + (1−ā_t) I; r_k are the responsibilities of the noised components (softmax over k,
+        float64). Returns z_t's dtype and device.
         """
         flat = self._flat_latent(z_t, "z_t").to(self._device, torch.float64)
         abar = self._abar(t, flat.shape[0], self._device)
-        log_joint, _, precision_diff = self._noised_terms(flat, abar)
+        log_joint, precision_diff = self._noised_terms(flat, abar)
         responsibilities = torch.softmax(log_joint, dim=1)
         eps = (1.0 - abar).sqrt()[:, None] * (responsibilities[:, :, None] * precision_diff).sum(1)
         return eps.reshape(z_t.shape).to(z_t.device, z_t.dtype)
@@ -316,13 +318,13 @@ class GaussianMixturePrior(LatentPrior):
         """log p_t(z) (normalised; t = 0 gives ā_0 ≈ 0.99915, not the clean prior exactly), float64 (B,)."""
         flat = self._flat_latent(z, "z").to(self._device, torch.float64)
         abar = self._abar(t, flat.shape[0], self._device)
-        log_joint, _, _ = self._noised_terms(flat, abar)
+        log_joint, _ = self._noised_terms(flat, abar)
         return torch.logsumexp(log_joint, dim=1) - 0.5 * self.latent_dim * _LOG_2PI
 
     def log_prob_clean(self, z: torch.Tensor) -> torch.Tensor:
         """log p_0(z) of the fitted (un-noised) mixture, float64 (B,)."""
         flat = self._flat_latent(z, "z").to(self._device, torch.float64)
-        log_joint, _, _ = self._noised_terms(flat, torch.ones(flat.shape[0], dtype=torch.float64, device=self._device))
+        log_joint, _ = self._noised_terms(flat, torch.ones(flat.shape[0], dtype=torch.float64, device=self._device))
         return torch.logsumexp(log_joint, dim=1) - 0.5 * self.latent_dim * _LOG_2PI
 
     def sample_prior(self, n: int, generator: torch.Generator) -> torch.Tensor:
