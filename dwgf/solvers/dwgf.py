@@ -137,16 +137,20 @@ def _recordable(hyper: dict[str, Any]) -> dict[str, Any]:
 def _measurements(
     y: torch.Tensor, hyper: dict[str, Any], operator: LinearOperator, n: int, generator: torch.Generator
 ) -> torch.Tensor:
-    """The y each particle is fitted to: y itself (1, ...) shared, or N noisy copies of y_clean (repo bug 5)."""
+    """The y each particle is fitted to: y itself (1, ...) shared, or N noisy copies of y_clean (repo bug 5).
+
+    Entries of a masked-image y that are not measurements are zeroed (``operator.zero_unmeasured``), so the data
+    fit sums over exactly ``measurement_dim`` entries (they are constant in z, so only the traced value changes).
+    """
     if not hyper["per_particle_noise"]:
-        return y
+        return operator.zero_unmeasured(y)
     y_clean = hyper["y_clean"]
     expected = (1, *operator.y_shape)
     if not isinstance(y_clean, torch.Tensor) or tuple(y_clean.shape) != expected:
         shape = tuple(y_clean.shape) if isinstance(y_clean, torch.Tensor) else type(y_clean).__name__
         raise ValueError(f"DWGF hyper-parameter 'y_clean' must be a tensor of shape {expected}, got {shape}")
     y_rows = y_clean.to(device=y.device, dtype=y.dtype).expand(n, *operator.y_shape)
-    return add_measurement_noise(y_rows, float(hyper["sigma_y"]), generator)
+    return operator.zero_unmeasured(add_measurement_noise(y_rows, float(hyper["sigma_y"]), generator))
 
 
 def solve(
