@@ -11,13 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from audit_smoke import REPO, copy_workdir, run, smoke_workdir, snakemake
 
-from dwgf.audit import LINK_COLUMNS, format_trace, trace, verify_results
+from dwgf.audit import LINK_COLUMNS, ResultsIndex, format_trace, trace, verify_results
 from dwgf.cli import main
 from dwgf.io import atomic_write_json, sha256_file
 from dwgf.provenance import Recorder, read_record
@@ -267,6 +269,17 @@ def test_rows_without_links_are_reported(results):
     assert set(LINK_COLUMNS) >= {"observation_sha256", "run_sha256", "image_id", "particle"}
 
 
+def test_per_image_solve_record_inputs_are_checked(results):
+    """A per-image record that states its inputs is stale when the observation it was solved from changed."""
+    path = results / "solve/dwgf/box/main/images/img-a.json"
+    record = json.loads(path.read_text())
+    record["inputs"] = {"observations/box/img-a.npz": "0" * 64}
+    path.write_text(json.dumps(record))
+    problems = [p for p in verify_results(results).problems if p.path == "solve/dwgf/box/main/images/img-a.json"]
+    assert {p.kind for p in problems} == {"modified", "stale"}  # edited bytes, and solved from another observation
+    assert "observations/box/img-a.npz" in next(p for p in problems if p.kind == "stale").detail
+
+
 def test_strict_mode_fails_on_dirty_code(results):
     for path in results.rglob("*.prov.json"):  # the records as a clean checkout at one commit writes them
         record = read_record(path)
@@ -379,3 +392,113 @@ def test_trace_set_level_metric_names_its_particle_files(results):
             path = f"solve/dwgf/box/main/images/{i}_p{j}.png"
             assert inputs[path]["sha256"] == _sha(results / path)
     assert "set-level rows made by set_metrics/dwgf/box/main.parquet.prov.json" in format_trace(lineage)
+
+
+# -- end to end: the smoke suite through Snakemake (one run per session, tests/audit_smoke.py) -------------------
+SMOKE = "results/smoke"
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> Path:
+    return smoke_workdir(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def smoke_plan():
+    from dwgf.pipeline.config import load_config
+    from dwgf.pipeline.plan import Plan
+
+    return Plan(load_config(REPO / "config.yaml", {"suite": "smoke"}))
+
+
+def _tamper_cases(plan) -> dict[str, tuple[str, str]]:
+    """{case: (file relative to results/smoke, kind verify must report)}, all on one task to keep repairs cheap."""
+    task, first, second = plan.tasks[-1], plan.ids[0], plan.ids[-1]
+    return {
+        "observation_byte": (f"observations/{task}/{second}.npz", "modified"),
+        "particle_deleted": (f"solve/{plan.methods[0]}/{task}/main/images/{first}_p1.png", "missing"),
+        "parquet_row": (f"metrics/{plan.methods[1]}/{task}/main/shard-000.parquet", "modified"),
+    }
+
+
+def _apply(case: str, path: Path) -> None:
+    if case == "observation_byte":
+        flip_byte(path, offset=path.stat().st_size // 2)
+    elif case == "particle_deleted":
+        path.unlink()
+    else:
+        frame = pd.read_parquet(path)
+        row = frame.index[frame["value"].notna()][0]
+        frame.loc[row, "value"] = frame.loc[row, "value"] + 0.5
+        frame.to_parquet(path, index=False)
+
+
+@pytest.mark.slow
+def test_smoke_run_verifies_and_records_every_job(smoke, smoke_plan):
+    result = run(["dwgf", "verify", SMOKE], smoke)  # exit status 0 or the run() assertion fails
+    assert "OK: every file matches its record" in result.stdout
+    index = ResultsIndex.load(smoke / SMOKE)
+    steps = Counter(entry.step for entry in index.records.values())
+    plan = smoke_plan
+    jobs = len(plan.solve_jobs())
+    assert steps == {
+        "acquire-images": 1,
+        "fit-prior": 1,
+        "observe": len(plan.tasks),
+        "solve": jobs,
+        "evaluate": jobs,
+        "set-metrics": len(plan.set_metric_groups()),
+        "aggregate": 1,
+        "tables": 1,
+        "plots": len(plan.ablations),
+        "qualitative": len(plan.tasks),
+    }
+    for entry in index.records.values():  # the issue's provenance fields, in every record
+        record = entry.record
+        assert record["environment"]["torch"] and record["environment"]["numpy"] and record["environment"]["diffusers"]
+        assert record["code"]["dwgf"] and record["started_at"] <= record["finished_at"]
+        assert record["peak_memory_bytes"] > 0 and len(record["config_sha256"]) == 64
+    rows = pd.read_parquet(smoke / SMOKE / "metrics.parquet")
+    assert set(LINK_COLUMNS) <= set(rows.columns) and rows["observation_sha256"].notna().all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["observation_byte", "particle_deleted", "parquet_row"])
+def test_smoke_tampering_fails_verify_and_names_the_file(smoke, smoke_plan, case, tmp_path, capsys):
+    relative, kind = _tamper_cases(smoke_plan)[case]
+    shutil.copytree(smoke / "results", tmp_path / "results")
+    _apply(case, tmp_path / SMOKE / relative)
+    assert main(["verify", str(tmp_path / SMOKE)]) == 1
+    out = capsys.readouterr().out
+    assert f"{kind.upper()}" in out and relative in out
+    assert ("snakemake -c 2" in out) and ("--forcerun" in out)
+
+
+@pytest.mark.slow
+def test_smoke_repair_command_restores_original_bytes(smoke, smoke_plan, tmp_path):
+    """All three tamperings at once, then exactly the commands verify prints; verify passes afterwards."""
+    work = copy_workdir(smoke, tmp_path / "work")
+    cases = _tamper_cases(smoke_plan)
+    for case, (relative, _) in cases.items():
+        _apply(case, work / SMOKE / relative)
+    report = verify_results(work / SMOKE)
+    assert {p.path for p in report.problems} >= {relative for relative, _ in cases.values()}
+    commands = report.repair_commands()
+    run(" && ".join(commands), work)  # the last command is `dwgf verify`: a non-zero exit fails here
+    for relative, _ in cases.values():
+        assert sha256_file(work / SMOKE / relative) == sha256_file(smoke / SMOKE / relative), relative
+
+
+@pytest.mark.slow
+def test_second_run_reproduces_observation_and_solver_checksums(smoke, smoke_plan, tmp_path):
+    """An independent run (own temp dir) of the observations and one task's solves gives identical bytes."""
+    plan, task = smoke_plan, smoke_plan.tasks[0]
+    observe = [f"{SMOKE}/observations/{t}/observe.prov.json" for t in plan.tasks]
+    solve = [f"{SMOKE}/solve/{m}/{task}/main/shard-000.prov.json" for m in plan.methods]
+    snakemake(tmp_path, targets=tuple(observe + solve))
+    for relative in observe + solve:
+        first, second = read_record(smoke / relative), read_record(tmp_path / relative)
+        assert first["config_sha256"] == second["config_sha256"] and first["seeds"] == second["seeds"]
+        # per-image solve records (<id>.json) hold runtimes and memory, so they are not byte-stable by design
+        stable = {p: d for p, d in first["outputs"].items() if not p.endswith(".json")}
+        assert stable and stable == {p: d for p, d in second["outputs"].items() if not p.endswith(".json")}, relative

@@ -267,7 +267,9 @@ def _unexpected(relative: str) -> Problem:
 
 
 def _check_solve_image(index: ResultsIndex, shard: RecordEntry, relative: str, add) -> None:
-    """A per-image solve record's own sha256 list (files beside it) must still hold."""
+    """A per-image solve record's own sha256 list (files beside it) must still hold, and so must its ``inputs``
+    (``{path relative to the results folder: sha256}`` of the observation and prior it was solved from) when it
+    states them: a resumed shard keeps an image only if it was solved from the current inputs."""
     import json
 
     path = index.resolve(relative)
@@ -292,6 +294,19 @@ def _check_solve_image(index: ResultsIndex, shard: RecordEntry, relative: str, a
                     "modified",
                     file,
                     f"sha256 is {_short(now)}, but {relative} recorded {_short(digest)}",
+                    shard.path,
+                    target,
+                )
+            )
+    for source, digest in (image_record.get("inputs") or {}).items():  # what the image was solved from
+        now = index.sha256(source)
+        if now != digest:
+            state = "does not exist" if now is None else f"now hashes to {_short(now)}"
+            add(
+                Problem(
+                    "stale",
+                    relative,
+                    f"the image was solved from {source} with sha256 {_short(digest)}, which {state}",
                     shard.path,
                     target,
                 )
