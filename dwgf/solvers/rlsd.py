@@ -40,7 +40,8 @@ the lower middle value for an even count), k_ij = exp(-d_ij^2 / h_i) and g_i = s
     Rep_i = J_i^T g_i / sum_{j != i} k_ij,    J_i = d f_i / d z_t^i  (through the decoder and the extractor),
 
 see :func:`repulsion`. It is undefined for N < 3 (log(N - 1) <= 0), which raises. ``sigma_break=None`` applies it at
-every step (official RLSD); an int T applies it only while t > T, the DWGF copy's gate sigma_t > sigma_T (600 there).
+every step (official RLSD); an int T applies it only while t > T. The DWGF copy gates on sigma_t > sigma[k] with
+k = int(num_steps / 1000 * sigma_break) = int(999 / 1000 * 600) = 599 (sigma_t increases with t), i.e. T = 599 here.
 
 Per-task official settings are data in :data:`TASK_DEFAULTS` / :data:`TASK_N_PARTICLES`; :func:`solve` does not look
 them up: the caller (CLI/config) merges ``{**DEFAULTS, **TASK_DEFAULTS.get(operator.name, {})}``.
@@ -82,7 +83,7 @@ DEFAULTS: dict[str, Any] = {
     "prior_weight_over_rho": True,  # official RLSD: prior weight w_t / rho; DWGF repository copy: w_t
     "repulsion_gamma": 0.0,  # official ``gamma`` (DINO repulsion strength); 0 disables the repulsion
     "feature_extractor": None,  # callable images -> features, required when repulsion_gamma > 0
-    "sigma_break": None,  # None: repulsion at every step; int T: only while t > T (DWGF copy: 600)
+    "sigma_break": None,  # None: repulsion at every step; int T: only while t > T (DWGF copy: T = 599)
     "t_max": 999,
     "t_min": 2,
     "trace": False,
@@ -285,8 +286,8 @@ def solve(
             status, diverged_at = STATUS_DIVERGED, step
             break
         if trace is not None:
-            trace["data_fit"].append(float(data_fit))
-            trace["coupling"].append(float(coupling))
+            trace["data_fit"].append(float(data_fit.detach()))
+            trace["coupling"].append(float(coupling.detach()))
             trace["prior_grad_norm"].append(float(g_prior.norm()))
             trace["repulsion_norm"].append(rep_norm)
 
