@@ -65,7 +65,15 @@ def run(command: list[str] | str, workdir: Path, timeout: float = 3600) -> subpr
 
 
 def smoke_workdir(tmp_path_factory) -> Path:
-    """The working directory of the session's one complete smoke run (``<workdir>/results/smoke``)."""
+    """The working directory of the session's one complete smoke run (``<workdir>/results/smoke``).
+
+    ``DWGF_SMOKE_WORKDIR=<dir>`` reuses a finished run made with this checkout (tests only read it, or copy it).
+    """
+    reuse = os.environ.get("DWGF_SMOKE_WORKDIR")
+    if reuse and "smoke" not in _RUNS:
+        if not (Path(reuse) / "results" / SUITE / "metrics.parquet").is_file():
+            raise FileNotFoundError(f"DWGF_SMOKE_WORKDIR={reuse} holds no finished smoke run (results/{SUITE})")
+        _RUNS["smoke"] = Path(reuse)
     if "smoke" not in _RUNS:
         workdir = tmp_path_factory.mktemp("smoke-run")
         snakemake(workdir)

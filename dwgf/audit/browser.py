@@ -81,3 +81,43 @@ def rendered_dom(
 ) -> str:
     """The page's DOM (serialised HTML) after its scripts ran."""
     return _run(html, ["--dump-dom"], chromium, timeout, budget_ms).stdout
+
+
+def with_clicks(html: str | os.PathLike, out: str | os.PathLike, clicks: list[tuple[str, str, int]]) -> Path:
+    """A copy of ``html`` that, once loaded, clicks through the page: each step waits 1.5 s, then clicks
+
+    * ``("text", label, k)``: the k-th innermost element whose whole text is ``label`` (a menu entry), or
+    * ``("icon", name, k)``: the k-th ``a[iconname=name]`` (the Snakemake report's ``eye`` = show the result,
+      ``information-circle`` = show its caption).
+
+    This drives the single-page Snakemake report to a result or caption so that :func:`screenshot` and
+    :func:`rendered_dom` show it. A step whose element does not exist records an error in
+    ``document.body.dataset.clickError`` (visible in the DOM dump), so a missing item cannot pass silently.
+    """
+    import json
+
+    steps = json.dumps([list(step) for step in clicks])
+    script = f"""<script>
+(function () {{
+  const steps = {steps};
+  steps.forEach(function (step, i) {{
+    setTimeout(function () {{
+      let found;
+      if (step[0] === "icon") {{
+        found = document.querySelectorAll('a[iconname="' + step[1] + '"]')[step[2]];
+      }} else {{
+        const all = Array.from(document.querySelectorAll("a,li,span,div,td,button"));
+        found = all.filter(function (e) {{ return e.textContent.trim() === step[1]; }}).reverse()[step[2]];
+      }}
+      if (found) {{ found.click(); }} else {{ document.body.dataset.clickError = "step " + i + " not found: " + step; }}
+    }}, 1500 * (i + 1));
+  }});
+}})();
+</script>"""
+    source = Path(html).read_text(encoding="utf-8")
+    end = source.rfind("</body>")  # the last one: the report's scripts contain the string too
+    if end < 0:
+        raise ValueError(f"{html} has no </body>; is it an HTML page?")
+    out = Path(out)
+    out.write_text(source[:end] + script + source[end:], encoding="utf-8")
+    return out
