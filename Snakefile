@@ -15,9 +15,15 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+from pathlib import Path
 
+from dwgf.pipeline.config import validate_config
 from dwgf.pipeline.plan import Plan, WILDCARD_CONSTRAINTS
+
+# Fails before any job with "config key 'suites.<suite>.<...>': <reason>"; Snakemake's validate then checks the
+# same schema again (and would fill in schema defaults if it had any).
+validate_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
+validate(config, "workflow/schemas/config.schema.yaml")
 
 PLAN = Plan(config)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from dwgf.io import atomic_path
+from dwgf.pipeline.arrays import save_npz
 from dwgf.pipeline.images import load_png, save_png
 from dwgf.pipeline.records import read_step_record, require, resolve
 from dwgf.provenance import Recorder, relative_to_root
@@ -62,9 +62,9 @@ def observe(
         with torch.no_grad():
             y_clean = operator.forward(x)
             y = add_measurement_noise(y_clean, float(task["sigma_y"]), make_generator(seeds[image_id]))
-        npz = folder / f"{image_id}.npz"
-        with atomic_path(npz) as tmp:
-            np.savez(tmp, y=y.numpy().astype(np.float32), y_clean=y_clean.numpy().astype(np.float32))
+        npz = save_npz(
+            folder / f"{image_id}.npz", y=y.numpy().astype(np.float32), y_clean=y_clean.numpy().astype(np.float32)
+        )
         preview = save_png(operator.render(y)[0], folder / f"{image_id}.png")
         index[image_id] = {"npz": relative_to_root(npz, root), "png": relative_to_root(preview, root)}
         outputs += [npz, preview]

@@ -28,9 +28,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from dwgf.io import atomic_path, atomic_write_json, sha256_file
+from dwgf.io import atomic_write_json, sha256_file
+from dwgf.pipeline.arrays import save_npz
 from dwgf.pipeline.images import save_png
 from dwgf.pipeline.observe import build_operator, load_observation
 from dwgf.pipeline.records import read_step_record, require, resolve
@@ -214,8 +213,7 @@ def _solve_one(solve, prior, operator, spec, spec_sha256, root, observations, im
             "latents": result.latents.detach().to("cpu", torch.float32).numpy(),
         }
         arrays.update({f"extra_{k}": v.detach().to("cpu", torch.float32).numpy() for k, v in result.extras.items()})
-        with atomic_path(files["npz"]) as tmp:
-            np.savez(tmp, **arrays)
+        save_npz(files["npz"], **arrays)
         for j in range(result.particles.shape[0]):
             save_png(result.particles[j].float(), files[f"p{j}"])
         record.update(

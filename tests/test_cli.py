@@ -1,0 +1,258 @@
+"""The workflow's ``dwgf`` verbs, run in-process on a tiny test-bed problem (64 px crops, a 1-component prior,
+3 solver steps): artifacts, seeding, resume, error isolation, metric rows and tables."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dwgf.cli import main
+from dwgf.data.bundled import load_crop
+from dwgf.pipeline.data_steps import crops_overlap
+from dwgf.pipeline.images import load_png, to_uint8
+from dwgf.pipeline.plan import Plan
+from dwgf.provenance import read_record
+
+IDS = ["astronaut-r0080-c0180", "chelsea-r0060-c0150"]
+BASE = {"suite": "t", "seed": 5, "image_size": 64}
+TASK = {"name": "sr8", "operator": "sr_avgpool", "params": {"factor": 8}, "sigma_y": 0.05, "label": "SR"}
+
+
+def run(verb: str, spec: dict, root: Path, *args: str) -> None:
+    assert main([verb, "--spec", json.dumps(spec), "--root", str(root), *args]) == 0
+
+
+def solve_spec(**changes) -> dict:
+    spec = {**BASE, "device": "cpu", "dtype": "float32", "method": "dwgf", "variant": "main", "task": TASK}
+    spec.update({"n_particles": 2, "n_steps": 3, "hyper": {"lr": 0.1}})
+    spec.update(changes)
+    return spec
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    """acquire-images + fit-prior (small) + observe, shared by the tests below."""
+    root = tmp_path_factory.mktemp("results") / "t"
+    run(
+        "acquire-images",
+        {**BASE, "source": {"kind": "bundled"}, "ids": IDS},
+        root,
+        "--out",
+        f"{root}/data/images.prov.json",
+    )
+    prior = {"kind": "gaussian_mixture", "fit": {"crops_per_image": 40, "n_components": 1, "seed": 0}}
+    spec = {**BASE, "device": "cpu", "dtype": "float32", "prior": prior, "held_out_ids": IDS}
+    run("fit-prior", spec, root, "--out", f"{root}/prior/prior.prov.json")
+    observe = {**BASE, "task": TASK, "ids": IDS}
+    run("observe", observe, root, "--images", f"{root}/data/images.prov.json", "--out", f"{root}/obs/o.prov.json")
+    return root
+
+
+def solve(root: Path, spec: dict, out: str = "solve/s.prov.json", ids=IDS) -> dict:
+    run(
+        "solve", spec, root, "--prior", f"{root}/prior/prior.prov.json", "--observations", f"{root}/obs/o.prov.json",
+        "--ids", ",".join(ids), "--out", f"{root}/{out}", "--no-progress",
+    )  # fmt: skip
+    return read_record(root / out)
+
+
+# -- data ---------------------------------------------------------------------------------------------------------
+def test_acquire_images_writes_the_bundled_crops(root):
+    record = read_record(root / "data" / "images.prov.json")
+    assert sorted(record["extra"]["images"]) == sorted(IDS)
+    for image_id in IDS:
+        expected = to_uint8(load_crop(image_id, 64))
+        stored = to_uint8(load_png(root / record["extra"]["images"][image_id]))
+        assert np.array_equal(stored, expected)
+        assert record["outputs"][f"data/images/{image_id}.png"]
+
+
+def test_acquire_images_names_a_missing_id(tmp_path):
+    spec = {**BASE, "source": {"kind": "bundled"}, "ids": ["astronaut-r0500-c0000"]}  # does not fit in 512 px
+    with pytest.raises(ValueError, match="astronaut-r0500-c0000"):
+        run("acquire-images", spec, tmp_path, "--out", str(tmp_path / "r.json"))
+    folder = tmp_path / "ffhq"
+    folder.mkdir()
+    from PIL import Image
+
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(folder / "00000.png")
+    spec = {**BASE, "source": {"kind": "folder", "path": str(folder)}, "ids": ["00000", "00001"]}
+    with pytest.raises(Exception, match="00001"):
+        run("acquire-images", spec, tmp_path / "r", "--out", str(tmp_path / "r" / "r.json"))
+
+
+def test_crops_overlap():
+    assert crops_overlap(("a", 0, 0), ("a", 63, 63), 64)
+    assert not crops_overlap(("a", 0, 0), ("a", 64, 0), 64)
+    assert not crops_overlap(("a", 0, 0), ("b", 0, 0), 64)
+
+
+def test_fit_prior_holds_out_the_test_images(root):
+    from dwgf.data.bundled import bundled_crops, parse_crop_id
+
+    record = read_record(root / "prior" / "prior.prov.json")
+    _, ids = bundled_crops(40, size=64, seed=0)
+    held = [parse_crop_id(i) for i in IDS]
+    overlapping = sum(any(crops_overlap(parse_crop_id(i), h, 64) for h in held) for i in ids)
+    assert record["extra"]["fit"] == {"n_train": len(ids) - overlapping, "n_excluded": overlapping}
+    assert json.loads((root / "prior" / "testbed_prior.json").read_text())["config"]["held_out"]["ids"] == IDS
+
+
+def test_observe_is_seeded_per_image(root, tmp_path):
+    """y of an image depends only on (seed, task, id), and y_clean is A x of the stored ground truth."""
+    from dwgf.operators import make_operator
+
+    run("observe", {**BASE, "task": TASK, "ids": IDS[1:]}, root, "--images", f"{root}/data/images.prov.json",
+        "--out", f"{tmp_path}/o.prov.json")  # fmt: skip
+    alone = read_record(tmp_path / "o.prov.json")
+    both = read_record(root / "obs" / "o.prov.json")
+    assert alone["seeds"][IDS[1]] == both["seeds"][IDS[1]]
+    with np.load(root / both["extra"]["images"][IDS[1]]["npz"]) as data:
+        y, y_clean = data["y"], data["y_clean"]
+    x = load_png(root / "data" / "images" / f"{IDS[1]}.png").unsqueeze(0)
+    assert np.allclose(y_clean, make_operator("sr_avgpool", 64, factor=8)(x).numpy(), atol=1e-6)
+    noise = (y - y_clean).ravel()
+    assert abs(noise.std() - TASK["sigma_y"]) < 0.15 * TASK["sigma_y"]  # 192 draws of N(0, 0.05^2)
+
+
+# -- solve --------------------------------------------------------------------------------------------------------
+def data_files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.suffix in (".npz", ".png")}
+
+
+def test_solve_writes_images_and_resumes(root):
+    record = solve(root, solve_spec())
+    folder = root / "solve" / "dwgf" / "sr8" / "main" / "images"
+    assert {e["status"] for e in record["extra"]["images"].values()} == {"ok"}
+    first = data_files(folder)
+    assert len([n for n in first if n.endswith(".png")]) == 2 * len(IDS)
+    with np.load(folder / f"{IDS[0]}.npz") as data:
+        assert data["particles"].shape == (2, 3, 64, 64) and data["latents"].shape == (2, 4, 8, 8)
+    mtimes = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    # complete images are skipped ...
+    solve(root, solve_spec())
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == mtimes
+    # ... an image with a damaged file is redone, with the same bytes (per-image seeds)
+    (folder / f"{IDS[1]}_p0.png").write_bytes(b"damaged")
+    solve(root, solve_spec())
+    assert data_files(folder) == first  # the JSON records differ only in runtime and memory
+    assert (folder / f"{IDS[0]}.npz").stat().st_mtime_ns == mtimes[f"{IDS[0]}.npz"]
+    # ... and a changed spec redoes everything
+    solve(root, solve_spec(n_steps=4))
+    assert (folder / f"{IDS[0]}.npz").read_bytes() != first[f"{IDS[0]}.npz"]
+    solve(root, solve_spec())  # back to the reference state for the tests below
+
+
+def test_solve_isolates_a_failing_image(root, monkeypatch):
+    import dwgf.solvers
+
+    real = dwgf.solvers.get_solver("dwgf")
+
+    def flaky(prior, operator, y, n, generator, **kwargs):
+        if float(y.abs().sum()) == flaky.bad_sum:
+            raise RuntimeError("boom on purpose")
+        return real(prior, operator, y, n, generator, **kwargs)
+
+    obs = read_record(root / "obs" / "o.prov.json")
+    with np.load(root / obs["extra"]["images"][IDS[0]]["npz"]) as data:
+        flaky.bad_sum = float(torch.from_numpy(data["y"]).abs().sum())
+    monkeypatch.setattr(dwgf.solvers, "get_solver", lambda name: flaky)
+    record = solve(root, solve_spec(variant="flaky"), out="solve/flaky.prov.json")
+    statuses = {i: e["status"] for i, e in record["extra"]["images"].items()}
+    assert statuses == {IDS[0]: "error", IDS[1]: "ok"}
+    image_record = json.loads((root / record["extra"]["images"][IDS[0]]["record"]).read_text())
+    assert "boom on purpose" in image_record["error"]
+    with pytest.raises(RuntimeError, match="every image of the shard failed"):
+        solve(root, solve_spec(variant="flaky"), out="solve/flaky0.prov.json", ids=IDS[:1])
+
+
+def test_solve_refuses_hyper_the_verb_supplies(root):
+    with pytest.raises(ValueError, match="y_clean"):
+        solve(root, solve_spec(hyper={"y_clean": 1}), out="solve/bad.prov.json")
+
+
+# -- evaluate, aggregate, tables --------------------------------------------------------------------------------
+def test_evaluate_rows_match_an_independent_psnr(root):
+    from dwgf.metrics.schema import read_metrics
+
+    spec = {
+        **solve_spec(),
+        "metrics": {"lpips": {"nets": ["alex"]}, "posterior": True},
+        "prior_kind": "gaussian_mixture",
+    }
+    out = root / "metrics" / "s.parquet"
+    inputs = ["--shard", f"{root}/solve/s.prov.json", "--images", f"{root}/data/images.prov.json"]
+    inputs += ["--observations", f"{root}/obs/o.prov.json", "--prior", f"{root}/prior/prior.prov.json"]
+    run("evaluate", spec, root, *inputs, "--out", str(out))
+    df = read_metrics(out)
+    folder = root / "solve" / "dwgf" / "sr8" / "main" / "images"
+    for image_id in IDS:
+        gt = to_uint8(load_png(root / "data" / "images" / f"{image_id}.png")).astype(float) / 255
+        with np.load(folder / f"{image_id}.npz") as data:
+            particles = data["particles"]
+        for j in range(2):
+            u = to_uint8(torch.from_numpy(particles[j])).astype(float) / 255
+            expected = 10 * math.log10(1 / np.mean((u - gt) ** 2))
+            row = df[
+                (df.image_id == image_id) & (df.metric == "psnr") & (df.protocol == "standard") & (df.particle == j)
+            ]
+            assert len(row) == 1 and abs(float(row["value"].iloc[0]) - expected) < 1e-6
+    assert set(df["metric"]) >= {"posterior_mean_psnr", "spread_ratio", "sliced_w2", "runtime_s"}
+    assert read_record(f"{out}.prov.json")["outputs"]
+
+
+def test_aggregate_refuses_rows_of_another_suite(root, tmp_path):
+    from dwgf.metrics.schema import read_metrics, write_metrics
+
+    frame = read_metrics(root / "metrics" / "s.parquet")
+    other = frame.copy()
+    other["suite"] = "other"
+    write_metrics(other, tmp_path / "o.parquet")
+    with pytest.raises(ValueError, match="other"):
+        mine = str(root / "metrics" / "s.parquet")
+        run("aggregate", {"suite": "t"}, root, "--metrics", mine, str(tmp_path / "o.parquet"), "--set-metrics", mine,
+            "--out", str(tmp_path / "m.parquet"), "--out-set", str(tmp_path / "s.parquet"))  # fmt: skip
+
+
+def test_main_table_means_and_bold_best():
+    from dwgf.reporting.tables import main_table, render_latex, render_markdown
+
+    rows = []
+    values = {"dwgf": [20.0, 22.0], "psld": [10.0, 12.0]}
+    for method, per_image in values.items():
+        for k, value in enumerate(per_image):
+            for particle, delta in ((0, -1.0), (1, 1.0)):  # per-image value = mean over particles = value
+                rows.append({"level": "image", "task": "box", "method": method, "variant": "main", "image_id": f"i{k}",
+                             "particle": particle, "metric": "psnr", "protocol": "standard", "value": value + delta,
+                             "sample_policy": None, "status": "ok", "network": "x"})  # fmt: skip
+            status = "ok" if k == 0 else "solve_error"
+            rows.append({"level": "image", "task": "box", "method": method, "variant": "main", "image_id": f"i{k}",
+                         "particle": None, "metric": "runtime_s", "protocol": "wall_clock", "value": 1.0,
+                         "sample_policy": None, "status": status, "network": "cpu"})  # fmt: skip
+    df = pd.DataFrame(rows)
+    spec = {"suite": "t", "ids": ["i0", "i1"], "image_size": 64, "methods": {"dwgf": "DWGF", "psld": "PSLD"},
+            "tasks": {"box": {"label": "Box"}}, "settings": {m: {"box": {"n_particles": 2, "n_steps": 3, "hyper": {}}}
+                                                             for m in ("dwgf", "psld")}}  # fmt: skip
+    table = main_table(df, df.iloc[0:0], spec)
+    cells = dict(table.rows)
+    std = np.std([20.0, 22.0], ddof=1)
+    assert cells["DWGF"][0].text == f"21.00 ± {std:.2f}" and cells["DWGF"][0].bold
+    assert cells["PSLD"][0].text == f"11.00 ± {std:.2f}" and not cells["PSLD"][0].bold
+    assert cells["DWGF"][-1].text == "1/2"
+    assert "**21.00 ± 1.41**" in render_markdown(table)
+    assert "\\textbf{21.00 $\\pm$ 1.41}" in render_latex(table)
+
+
+def test_plan_verb(capsys):
+    assert main(["plan", "--suite", "smoke", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    from dwgf.pipeline.config import load_config
+
+    assert summary["solve_jobs"] == len(Plan(load_config(overrides={"suite": "smoke"})).solve_jobs())
+    assert summary["variants"]["dwgf/box"] == ["main", "gamma-0.5"]

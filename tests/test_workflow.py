@@ -1,0 +1,365 @@
+"""The Snakemake workflow: config validation, the suite plan, the paper DAG, the smoke suite end to end, and a
+killed-and-resumed run that must give the same metrics as an uninterrupted one.
+
+The end-to-end tests share the session's single smoke run (tests/audit_smoke.py) and are marked ``slow``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from audit_smoke import REPO, environment, smoke_workdir, snakemake
+
+from dwgf.pipeline.config import ConfigError, load_config, validate_config
+from dwgf.pipeline.plan import MAIN, Plan, format_value
+
+CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
+SMOKE = CONFIG["suites"]["smoke"]
+
+
+def suite_config(suite: str, edit=None) -> dict:
+    config = copy.deepcopy(CONFIG)
+    config["suite"] = suite
+    if edit is not None:
+        edit(config["suites"][suite])
+    return config
+
+
+# -- config and schema --------------------------------------------------------------------------------------------
+def test_shipped_config_validates_for_every_suite():
+    for suite in CONFIG["suites"]:
+        config = load_config(REPO / "config.yaml", {"suite": suite})
+        assert Plan(config).suite == suite
+
+
+@pytest.mark.parametrize(
+    ("edit", "key", "message"),
+    [
+        (lambda s: s["methods"].update(foo={"n_particles": 1, "n_steps": 1}), "suites.smoke.methods", "foo"),
+        (lambda s: s["tasks"]["box"].update(sigma_y=-0.1), "suites.smoke.tasks.box.sigma_y", "minimum"),
+        (lambda s: s["methods"]["dwgf"]["hyper"].update(gama=0.1), "suites.smoke.methods.dwgf.hyper", "gama"),
+        (lambda s: s.update(image_size=60), "suites.smoke.image_size", "multiple of 8"),
+        (lambda s: s["data"]["source"].update(path="x"), "suites.smoke.data.source", "path"),
+    ],
+)
+def test_schema_errors_name_the_key(edit, key, message):
+    with pytest.raises(ConfigError) as error:
+        validate_config(suite_config("smoke", edit))
+    assert repr(key) in str(error.value) and message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda s: s["ablations"]["gamma"].update(tasks=["nope"]), "suites.smoke.ablations.gamma.tasks"),
+        (lambda s: s["ablations"]["gamma"].update(parameter="gama"), "suites.smoke.ablations.gamma.parameter"),
+        (lambda s: s["ablations"]["gamma"].update(method="latent_dps"), "not a parameter of 'latent_dps'"),
+        (lambda s: s["ablations"]["gamma"].update(images=3), "only 2 ids"),
+        (lambda s: s["methods"]["dwgf"].update(per_task={"cs": {"n_steps": 2}}), "per_task.cs"),
+    ],
+)
+def test_plan_cross_reference_errors(edit, message):
+    config = suite_config("smoke", edit)
+    validate_config(config)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Plan(config)
+
+
+def test_unknown_suite_is_named():
+    config = suite_config("smoke")
+    config["suite"] = "demo2"
+    with pytest.raises(ConfigError, match="'demo2' is not a suite"):
+        Plan(config)
+
+
+def test_schema_hyper_keys_match_solver_defaults():
+    """The config may set exactly the solvers' hyper-parameters (minus what the solve verb supplies)."""
+    from dwgf.solvers import solver_defaults, solver_names
+
+    supplied_by_verb = {"y_clean", "sigma_y", "trace", "feature_extractor"}
+    plan = Plan(suite_config("smoke"))
+    for name in solver_names():
+        assert set(plan.hyper_keys(name)) == set(solver_defaults(name)) - supplied_by_verb, name
+
+
+def test_paper_suite_uses_the_official_per_task_settings():
+    """paper.md §3, §5: the paper suite's settings equal the solvers' documented official values."""
+    from dwgf.solvers import dwgf, latent_dps, psld, rlsd
+
+    plan = Plan(suite_config("paper"))
+    operators = {task: plan.task_spec(task)["operator"] for task in plan.tasks}
+    for task, operator in operators.items():
+        assert plan.settings("psld", task)["hyper"] == psld.TASK_DEFAULTS[operator]
+        assert plan.settings("latent_dps", task)["hyper"] == latent_dps.TASK_DEFAULTS[operator]
+        rlsd_settings = plan.settings("rlsd", task)
+        assert rlsd_settings["hyper"] == rlsd.TASK_DEFAULTS[operator]
+        assert rlsd_settings["n_particles"] == rlsd.TASK_N_PARTICLES[operator]
+        dwgf_settings = plan.settings("dwgf", task)
+        for key in ("gamma", "lr", "kappa", "sigma_dec"):
+            assert dwgf_settings["hyper"][key] == dwgf.DEFAULTS[key]
+        assert (dwgf_settings["n_particles"], dwgf_settings["n_steps"]) == (4, 998)
+        assert plan.task_spec(task)["sigma_y"] == 0.001
+    assert plan.ids == [f"{i:05d}" for i in range(100)]
+
+
+# -- the plan ---------------------------------------------------------------------------------------------------
+def test_variants_shards_and_dedup():
+    """gamma = 0.15 is the main setting, so its ablation value reuses the main run; N = 1 is a new variant."""
+    plan = Plan(suite_config("smoke"))
+    assert plan.variants("dwgf", "box") == [MAIN, "gamma-0.5"]
+    assert plan.variants("dwgf", "sr8") == [MAIN, "n_particles-1"]
+    assert plan.variants("psld", "box") == [MAIN]
+    assert plan.settings("dwgf", "box", "gamma-0.5")["hyper"]["gamma"] == 0.5
+    assert plan.settings("dwgf", "sr8", "n_particles-1")["n_particles"] == 1
+    ids = SMOKE["data"]["ids"]
+    assert plan.shard_ids("dwgf", "box", MAIN, "000") == ids[:2]
+    assert plan.variant_ids("dwgf", "box", "gamma-0.5") == ids[:1]
+    with pytest.raises(ConfigError, match="empty"):
+        plan.shard_ids("dwgf", "box", MAIN, "001")
+
+
+def test_shards_cover_every_image_once():
+    def edit(suite):
+        suite["shard_size"] = 3
+        suite["data"]["ids"] = {"first": 0, "count": 10, "width": 5}
+        suite["ablations"]["gamma"]["images"] = 4
+
+    plan = Plan(suite_config("smoke", edit))
+    for method, task in [("dwgf", "box"), ("rlsd", "sr8")]:
+        for variant in plan.variants(method, task):
+            chunks = [plan.shard_ids(method, task, variant, s) for s in plan.shards(method, task, variant)]
+            assert [i for c in chunks for i in c] == plan.variant_ids(method, task, variant)
+            assert all(1 <= len(c) <= 3 for c in chunks)
+    assert len(plan.shards("dwgf", "box", MAIN)) == 4  # ceil(10 / 3)
+    assert len(plan.shards("dwgf", "box", "gamma-0.5")) == 2  # ceil(4 / 3)
+
+
+def test_format_value():
+    assert [format_value(v) for v in (0.05, 8, 0.0, 2.0, 1e-5)] == ["0.05", "8", "0", "2", "1e-05"]
+
+
+def test_specs_change_only_with_relevant_config():
+    """A rule's params (its spec) change when the config keys it uses change, and not otherwise."""
+    base = Plan(suite_config("smoke"))
+    other_method = Plan(suite_config("smoke", lambda s: s["methods"]["psld"].update(n_steps=9)))
+    other_task = Plan(suite_config("smoke", lambda s: s["tasks"]["sr8"].update(sigma_y=0.01)))
+    assert base.solve_spec("dwgf", "box", MAIN) == other_method.solve_spec("dwgf", "box", MAIN)
+    assert base.solve_spec("psld", "box", MAIN) != other_method.solve_spec("psld", "box", MAIN)
+    assert base.observe_spec("box") == other_task.observe_spec("box")
+    assert base.observe_spec("sr8") != other_task.observe_spec("sr8")
+
+
+# -- Snakemake dry runs -----------------------------------------------------------------------------------------
+def job_stats(output: str) -> dict[str, int]:
+    table = output[output.index("Job stats:") :]
+    counts = {}
+    for line in table.splitlines()[3:]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def expected_paper_counts(suite: dict) -> dict[str, int]:
+    """Job counts of the paper suite computed from config.yaml alone (independent of dwgf.pipeline.plan)."""
+    n_ids = suite["data"]["ids"]["count"]
+    size = suite["shard_size"]
+    tasks, methods = list(suite["tasks"]), list(suite["methods"])
+    solve = len(methods) * len(tasks) * math.ceil(n_ids / size)
+    variants = 0
+    for ablation in suite["ablations"].values():
+        method = suite["methods"][ablation["method"]]
+        main = method.get(ablation["parameter"], (method.get("hyper") or {}).get(ablation["parameter"]))
+        extra = [v for v in ablation["values"] if main is None or float(v) != float(main)]
+        variants += len(extra) * len(ablation["tasks"])
+        solve += len(extra) * len(ablation["tasks"]) * math.ceil(ablation["images"] / size)
+    n_set = len(methods) * len(tasks) + (variants if suite["metrics"]["set_level"]["variants"] == "all" else 0)
+    return {
+        "acquire_images": 1,
+        "acquire_weights": 1,
+        "acquire_metric_weights": 1,
+        "observe": len(tasks),
+        "solve": solve,
+        "evaluate": solve,
+        "set_metrics": n_set,
+        "aggregate": 1,
+        "tables": 1,
+        "plot_ablation": len(suite["ablations"]),
+        "qualitative": len(tasks),
+        "all": 1,
+    }
+
+
+def dry_run(workdir: Path, suite: str, extra: tuple[str, ...] = (), configfile: Path | None = None):
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "-c", "1"]
+    command += ["--configfile", str(configfile or REPO / "config.yaml"), "--config", f"suite={suite}", *extra]
+    return subprocess.run(command, cwd=workdir, env=environment(), capture_output=True, text=True, timeout=300)
+
+
+def test_paper_dag_builds_without_weights_in_seconds(tmp_path):
+    start = time.perf_counter()
+    result = dry_run(tmp_path, "paper")
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    counts = job_stats(result.stdout)
+    expected = expected_paper_counts(CONFIG["suites"]["paper"])
+    assert counts == {**expected, "total": sum(expected.values())}
+    assert counts["solve"] == 108  # 4 methods x 2 tasks x 10 shards + 14 ablation variants x 2 shards
+    assert re.search(r"rule solve:.*?resources: [^\n]*gpu=1", result.stdout, re.S)
+    assert elapsed < 120, f"paper dry run took {elapsed:.0f} s"
+    assert not (tmp_path / "results").exists()  # a dry run writes no results
+
+
+def test_demo_solve_rules_request_no_gpu(tmp_path):
+    result = dry_run(tmp_path, "demo")
+    assert result.returncode == 0, result.stderr[-3000:]
+    solve_blocks = re.findall(r"rule solve:(.*?)(?:\n\n|\Z)", result.stdout, re.S)
+    assert solve_blocks and not any("gpu=" in block for block in solve_blocks)
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (lambda s: s["methods"].update(foo={"n_particles": 1, "n_steps": 1}), "foo"),
+        (lambda s: s["tasks"]["box"].update(sigma_y=-0.5), "sigma_y"),
+    ],
+)
+def test_bad_config_fails_before_any_job(tmp_path, edit, needle):
+    configfile = tmp_path / "bad.yaml"
+    configfile.write_text(yaml.safe_dump(suite_config("smoke", edit)))
+    result = dry_run(tmp_path, "smoke", configfile=configfile)
+    assert result.returncode != 0
+    assert needle in result.stderr + result.stdout
+    assert "Job stats" not in result.stdout
+
+
+# -- the smoke suite end to end ---------------------------------------------------------------------------------
+def rows_per_image(n_particles: int) -> int:
+    """psnr/standard, ssim, psnr/repo, lpips_alex/standard, lpips_alex/repo for N particles + the particle mean,
+    2 diversity rows, runtime + peak memory, 3 exact-posterior metrics in 2 spaces."""
+    return 5 * (n_particles + 1) + 2 + 2 + 6
+
+
+def expected_smoke_rows() -> int:
+    n_ids = len(SMOKE["data"]["ids"])
+    total = 0
+    for settings in SMOKE["methods"].values():
+        total += len(SMOKE["tasks"]) * n_ids * rows_per_image(settings["n_particles"])
+    for ablation in SMOKE["ablations"].values():
+        main = SMOKE["methods"][ablation["method"]]
+        main_value = main.get(ablation["parameter"], (main.get("hyper") or {}).get(ablation["parameter"]))
+        for value in ablation["values"]:
+            if main_value is not None and float(value) == float(main_value):
+                continue
+            n = int(value) if ablation["parameter"] == "n_particles" else main["n_particles"]
+            total += len(ablation["tasks"]) * ablation["images"] * rows_per_image(n)
+    return total
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> Path:
+    return smoke_workdir(tmp_path_factory)
+
+
+@pytest.mark.slow
+def test_smoke_metrics_parquet(smoke):
+    from dwgf.metrics.schema import COLUMNS, read_metrics
+
+    df = read_metrics(smoke / "results" / "smoke" / "metrics.parquet")
+    assert tuple(df.columns) == COLUMNS
+    assert len(df) == expected_smoke_rows()
+    assert set(df["method"]) == set(SMOKE["methods"]) and set(df["task"]) == set(SMOKE["tasks"])
+    psnr = df[(df["metric"] == "psnr") & (df["protocol"] == "standard") & (df["particle"] >= 0)]
+    assert psnr["value"].notna().all() and np.isfinite(psnr["value"].astype(float)).all()
+    lpips = df[df["metric"] == "lpips_alex"]
+    # without a cached AlexNet backbone LPIPS is null with a status saying so (never a made-up number)
+    assert (lpips["value"].notna() & (lpips["status"] == "ok")).all() or (
+        lpips["value"].isna() & lpips["status"].str.startswith("missing_backbone")
+    ).all()
+    sets = read_metrics(smoke / "results" / "smoke" / "set_metrics.parquet")
+    policies = SMOKE["metrics"]["set_level"]["policies"]
+    assert len(sets) == len(SMOKE["methods"]) * len(SMOKE["tasks"]) * len(policies) * 2  # fid + kid
+    assert set(sets["metric"]) == {"fid", "kid"} and sets["value"].notna().all()
+
+
+@pytest.mark.slow
+def test_smoke_tables_plots_and_records(smoke):
+    from PIL import Image
+
+    root = smoke / "results" / "smoke"
+    main = (root / "tables" / "main.md").read_text()
+    labels = {m: s["label"] for m, s in SMOKE["methods"].items()}
+    rows = [line for line in main.splitlines() if line.startswith("| ")]
+    for label in labels.values():
+        assert sum(line.startswith(f"| {label} |") for line in rows) == 1
+    for task in SMOKE["tasks"].values():
+        assert f"{task['label']}: PSNR" in main and f"{task['label']}: FID" in main
+    latex = (root / "tables" / "main.tex").read_text()
+    assert "\\toprule" in latex and "\\bottomrule" in latex and "\\textbf{" in latex
+    for name in SMOKE["ablations"]:
+        assert (root / "tables" / f"ablation-{name}.md").stat().st_size > 0
+    pngs = [root / "plots" / f"ablation-{a}.png" for a in SMOKE["ablations"]]
+    pngs += [root / "plots" / f"qualitative-{t}.png" for t in SMOKE["tasks"]]
+    for png in pngs:
+        pixels = np.asarray(Image.open(png).convert("L"), dtype=float)
+        assert pixels.shape[0] > 100 and pixels.shape[1] > 100 and pixels.std() > 5, png
+    # every rule left a log and a benchmark
+    for rule in ("acquire_images", "fit_prior", "observe", "solve", "evaluate", "set_metrics", "aggregate", "tables"):
+        assert list((root / "logs" / rule).rglob("*.log")), rule
+        assert list((root / "benchmarks" / rule).rglob("*.tsv")), rule
+
+
+@pytest.mark.slow
+def test_report_contains_tables_plots_and_protocol(smoke):
+    snakemake(smoke, "--report", "report.html")
+    html = (smoke / "report.html").read_text(errors="replace")
+    for needle in ("main.html", "ablation-gamma.png", "qualitative-box.png", "sigma_y = 0.001"):
+        assert needle in html, needle
+
+
+def comparable(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose values are deterministic (timings and memory are not), in a canonical order."""
+    df = df[~df["metric"].isin(["runtime_s", "peak_memory_bytes"])]
+    keys = ["level", "task", "method", "variant", "image_id", "particle", "sample_policy", "metric", "protocol"]
+    return df.sort_values(keys, na_position="first").reset_index(drop=True)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_identical_metrics(smoke, tmp_path):
+    from dwgf.metrics.schema import read_metrics
+
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--configfile"]
+    command += [str(REPO / "config.yaml"), "-c", "2", "--config", "suite=smoke"]
+    root = tmp_path / "results" / "smoke"
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 1800
+        while len(list(root.glob("solve/*/*/*/shard-*.prov.json"))) < 3:
+            assert process.poll() is None, "the run ended before it could be interrupted"
+            assert time.monotonic() < deadline, "no solve shard finished in time"
+            time.sleep(0.5)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the whole process group: snakemake and its running jobs
+        process.wait()
+    assert not (root / "metrics.parquet").exists()
+    snakemake(tmp_path, "--rerun-incomplete")
+    for name in ("metrics.parquet", "set_metrics.parquet"):
+        resumed = comparable(read_metrics(root / name))
+        reference = comparable(read_metrics(smoke / "results" / "smoke" / name))
+        pd.testing.assert_frame_equal(resumed, reference, check_exact=False, rtol=1e-6)
