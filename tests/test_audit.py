@@ -502,3 +502,27 @@ def test_second_run_reproduces_observation_and_solver_checksums(smoke, smoke_pla
         # per-image solve records (<id>.json) hold runtimes and memory, so they are not byte-stable by design
         stable = {p: d for p, d in first["outputs"].items() if not p.endswith(".json")}
         assert stable and stable == {p: d for p, d in second["outputs"].items() if not p.endswith(".json")}, relative
+
+
+@pytest.mark.slow
+def test_smoke_trace_recomputes_the_printed_table_cell(smoke, smoke_plan, capsys):
+    """`dwgf trace` of a main-table cell gives the number the reporting code printed in tables/main.md."""
+    method, task = smoke_plan.methods[0], smoke_plan.tasks[0]
+    method_label = smoke_plan.spec["methods"][method]["label"]
+    task_label = smoke_plan.task_spec(task)["label"]
+    lines = (smoke / SMOKE / "tables" / "main.md").read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| Method"))
+    row = next(line for line in lines if line.startswith(f"| {method_label} |"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    cells = [c.strip().strip("*") for c in row.strip("|").split("|")]
+    printed = cells[columns.index(f"{task_label}: PSNR ↑")]
+    assert main(["trace", str(smoke / SMOKE), "--method", method, "--task", task, "--metric", "psnr", "--json"]) == 0
+    cell = json.loads(capsys.readouterr().out)["cell"]
+    assert f"{cell['mean']:.2f} ± {cell['std']:.2f}" == printed
+    image = smoke_plan.ids[0]
+    lineage = trace(smoke / SMOKE, method, task, "psnr", image=image)
+    (item,) = lineage["images"]
+    for file in item["run"]["particle_files"]:
+        assert file["sha256"] == sha256_file(smoke / SMOKE / file["path"]) == file["recorded_sha256"]
+    assert item["observation"]["sha256"] == sha256_file(smoke / SMOKE / f"observations/{task}/{image}.npz")
+    assert all(link["ok"] for link in item["links"].values())

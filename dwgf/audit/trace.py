@@ -27,6 +27,7 @@ from dwgf.audit.index import RecordEntry, ResultsIndex
 
 METRICS_FILE = "metrics.parquet"
 SET_METRICS_FILE = "set_metrics.parquet"
+INTEGER_COLUMNS = ("particle", "n_particles", "n_samples")
 ROW_FIELDS = ("image_id", "particle", "sample_policy", "value", "status", "network", "run_sha256")
 IMAGE_RECORD_KEYS = ("seed", "status", "runtime_s", "n_steps", "diverged_at_step", "hyper")
 
@@ -277,7 +278,11 @@ def _jsonable_rows(rows) -> list[dict[str, Any]]:
         item = {}
         for key, value in row.items():
             value = value.item() if hasattr(value, "item") else value
-            item[str(key)] = None if isinstance(value, float) and value != value else value
+            if isinstance(value, float) and value != value:
+                value = None
+            elif key in INTEGER_COLUMNS and isinstance(value, float) and value.is_integer():
+                value = int(value)  # nullable int64 columns come back as float64 when they hold nulls
+            item[str(key)] = value
         out.append(item)
     return out
 
