@@ -9,7 +9,8 @@
 #   - Debian 12 packages slurmctld slurmd slurm-client munge slurmdbd mariadb-server, started by hand
 #     (the containers have no systemd and policy-rc.d forbids service starts from postinst);
 #   - accounting through slurmdbd + MariaDB, so `sacct` works and the Snakemake Slurm plugin can use its
-#     default (sacct) status command; without it the plugin hangs (feasibility.md §5);
+#     default (sacct) status command; without it the plugin hangs (feasibility.md §5). AccountingStoreFlags=job_comment
+#     keeps the comment the plugin gives each job (rule_<name>_wildcards_<...>), so sacct maps jobs to rules;
 #   - a fake GPU: GresTypes=gpu, node Gres=gpu:1 and gres.conf `File=/dev/null`. Without File= the node goes
 #     INVAL ("gres/gpu count reported lower than configured"). Jobs asking `--gpus=1` are scheduled and see
 #     CUDA_VISIBLE_DEVICES=0 but there is no GPU behind it: it checks the *request*, not CUDA;
@@ -137,6 +138,7 @@ TaskPlugin=task/none
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStorageTRES=gres/gpu
+AccountingStoreFlags=job_comment
 JobAcctGatherType=jobacct_gather/linux
 JobCompType=jobcomp/none
 SchedulerType=sched/backfill
