@@ -131,6 +131,9 @@ def test_lpips_equals_lpips_package_through_the_cache(net, test_torch_home, monk
     assert metric.status == STATUS_TEST_ONLY and "UNVERIFIED" in metric.network
     # the lpips package loads the same file through torchvision's own cache lookup (no download: file present)
     monkeypatch.setenv("TORCH_HOME", str(test_torch_home))
+    # torchvision's random init (100 M classifier weights for VGG16) is overwritten by the cached file: skip it
+    for name in ("kaiming_normal_", "kaiming_uniform_", "normal_", "uniform_", "constant_"):
+        monkeypatch.setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
     direct = lpips.LPIPS(net=net, verbose=False).eval()
     x, gt = rand_images(3, 10), rand_images(1, 11, spread=1.0)
     with torch.no_grad():
@@ -291,14 +294,17 @@ def inception():
     return fid.load_feature_network(fid.NETWORK_FID_HELPER)
 
 
+N_FACES = 6
+
+
 @pytest.fixture(scope="module")
 def face_sets():
-    """8 crops (64 px) of scikit-image's astronaut, and two noisy versions (sigma 8 and 40 grey levels)."""
+    """6 crops (64 px) of scikit-image's astronaut, and two noisy versions (sigma 8 and 40 grey levels)."""
     from skimage.data import astronaut
 
     photo = astronaut()
     rng = np.random.default_rng(0)
-    corners = [(r, c) for r in range(96, 400, 100) for c in range(96, 300, 100)][:8]
+    corners = [(r, c) for r in range(96, 400, 100) for c in range(96, 300, 100)][:N_FACES]
     clean = [np.ascontiguousarray(photo[r : r + 64, c : c + 64]) for r, c in corners]
 
     def noisy(sigma):
@@ -307,47 +313,84 @@ def face_sets():
     return clean, noisy(8.0), noisy(40.0)
 
 
-def test_fid_kid_on_small_image_sets(inception, face_sets):
-    clean, mild, strong = face_sets
-    store = fid.FeatureStore(inception, batch_size=8)
+@pytest.fixture(scope="module")
+def face_features(inception, face_sets):
+    store = fid.FeatureStore(inception, batch_size=N_FACES)
     started = time.perf_counter()
-    f_clean, f_mild, f_strong = store.features(clean), store.features(mild), store.features(strong)
-    elapsed = time.perf_counter() - started
-    assert f_clean.shape == (8, 2048) and len(store) == 24
-    print(f"\n[metrics] Inception features of 24 images (64 px -> 299): {elapsed:.2f} s")
-    assert np.array_equal(store.features(clean[:2]), f_clean[:2])  # memoised, same numbers
+    feats = [store.features(images) for images in face_sets]
+    print(
+        f"\n[metrics] Inception features of {3 * N_FACES} images (64 px -> 299): {time.perf_counter() - started:.2f} s"
+    )
+    return store, feats
+
+
+def test_fid_kid_on_small_image_sets(face_sets, face_features):
+    store, (f_clean, f_mild, f_strong) = face_features
+    assert f_clean.shape == (N_FACES, 2048) and len(store) == 3 * N_FACES
+    assert np.array_equal(store.features(face_sets[0][:2]), f_clean[:2])  # memoised, same numbers
     assert fid.fid_from_features(f_clean, f_clean) == pytest.approx(0.0, abs=1e-6)
     # KID of identical sets is (2/m)(mean off-diagonal k - mean diagonal k), not 0 (unbiased only for independent
-    # sets); at m = 8 that term dominates (measured: -0.08), so only the ordering of the noisy sets is asserted
+    # sets); at a few images that term dominates, so only the ordering of the noisy sets is asserted
     kid_same, kid_mild = fid.kid_from_features(f_clean, f_clean), fid.kid_from_features(f_mild, f_clean)
-    k = (f_clean @ f_clean.T / 2048 + 1) ** 3
-    assert kid_same == pytest.approx(2 / 8 * ((k.sum() - np.trace(k)) / 56 - np.trace(k) / 8), rel=1e-9)
+    k, m = (f_clean @ f_clean.T / 2048 + 1) ** 3, N_FACES
+    assert kid_same == pytest.approx(2 / m * ((k.sum() - np.trace(k)) / (m * (m - 1)) - np.trace(k) / m), rel=1e-9)
     fid_mild, fid_strong = fid.fid_from_features(f_mild, f_clean), fid.fid_from_features(f_strong, f_clean)
     assert 0 < fid_mild < fid_strong
     assert kid_mild < fid.kid_from_features(f_strong, f_clean)
     print(
-        f"[metrics] 8 vs 8 crops: FID(sigma 8) {fid_mild:.1f}, FID(sigma 40) {fid_strong:.1f}, KID(same) "
+        f"[metrics] {m} vs {m} crops: FID(sigma 8) {fid_mild:.1f}, FID(sigma 40) {fid_strong:.1f}, KID(same) "
         f"{kid_same:.4f}, KID(sigma 8) {kid_mild:.4f}"
     )
 
 
-def test_features_match_clean_fid_folder_pipeline(inception, face_sets, tmp_path):
+def test_features_match_clean_fid_folder_pipeline(inception, face_sets, face_features, tmp_path):
     from cleanfid.fid import get_folder_features
     from PIL import Image
 
-    clean = face_sets[0][:4]
-    for i, im in enumerate(clean):
+    store, (f_clean, _, _) = face_features
+    for i, im in enumerate(face_sets[0][:3]):
         Image.fromarray(im).save(tmp_path / f"{i}.png")
     theirs = get_folder_features(
-        str(tmp_path), inception, num_workers=0, batch_size=4, device=torch.device("cpu"), mode="clean", verbose=False
+        str(tmp_path), inception, num_workers=0, batch_size=3, device=torch.device("cpu"), mode="clean", verbose=False
     )
-    ours = fid.extract_features(sorted(tmp_path.glob("*.png")), inception)
-    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(f_clean[:3], theirs, rtol=0, atol=1e-5)
+    # PNG paths hit the same content keys as the arrays (lossless round trip): no new features computed
+    ours = store.features(sorted(tmp_path.glob("*.png")))
+    assert len(store) == 3 * N_FACES and np.array_equal(ours, f_clean[:3])
+
+
+class FakeCleanFidInception(torch.nn.Module):
+    """Stands in for inception-2015-12-05.pt: a TorchScript module whose ``.layers`` maps 299 px to 2048 x 1 x 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 2048, 3, stride=8), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Tanh()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("dwgf must call .layers on resized inputs, as clean-fid's InceptionV3W does")
+
+
+def test_cleanfid_network_is_read_from_the_cache(tmp_path):
+    assert fid.available_feature_networks(tmp_path) == [fid.NETWORK_FID_HELPER]
+    path = fid.feature_network_path(fid.NETWORK_CLEANFID, tmp_path)
+    path.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    fake = FakeCleanFidInception().eval()
+    torch.jit.script(fake).save(str(path))
+    assert fid.available_feature_networks(tmp_path) == [fid.NETWORK_CLEANFID, fid.NETWORK_FID_HELPER]
+    net = fid.load_feature_network(fid.NETWORK_CLEANFID, torch_home=tmp_path)
+    assert net.network.startswith("cleanfid-inception-2015-12-05@sha256:")
+    batch = torch.rand(2, 3, 299, 299) * 255
+    with torch.no_grad():
+        expected = fake.layers((batch - 128) / 128).reshape(2, 2048)  # clean-fid InceptionV3W normalisation
+    assert torch.allclose(net(batch), expected, atol=1e-5)
 
 
 def test_set_rows_reference_stats_and_network_guard(tmp_path):
     rng = np.random.default_rng(2)
-    fake, real = rng.normal(size=(12, 2048)), rng.normal(size=(10, 2048)) + 0.1
+    fake, real = rng.normal(size=(12, 256)), rng.normal(size=(10, 256)) + 0.1  # any feature dim
     rows = set_rows(fake, real, KEYS, sample_policy="all_particles", reference_name="gt", network="net-a")
     stats = fid.ReferenceStats.from_features("ffhq-test", "net-a", real)
     stats = fid.ReferenceStats.load(stats.save(tmp_path / "ref.npz"), expected_network="net-a")

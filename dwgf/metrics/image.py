@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 #: protocol names written to the ``protocol`` column
 STANDARD = "standard"
@@ -137,14 +136,13 @@ def ssim_standard(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     if min(x.shape[-2:]) < SSIM_WIN:
         raise ValueError(f"SSIM needs images of at least {SSIM_WIN}×{SSIM_WIN} pixels, got {tuple(x.shape[-2:])}")
     a, b = standard_unit(x), standard_unit(ref)
-    channels = a.shape[1]
     taps = gaussian_window()
-    # separable filter, applied per channel (groups=channels), valid region only
-    kh = taps.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
-    kw = taps.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
+    # the separable valid-region filter as two banded matrices: blur(t) = K_h t K_w^T (float64 BLAS; a grouped
+    # float64 conv2d is ~100x slower on CPU)
+    k_h, k_w = _band(taps, a.shape[-2]), _band(taps, a.shape[-1])
 
     def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.conv2d(t, kh, groups=channels), kw, groups=channels)
+        return k_h @ t @ k_w.T
 
     mu_a, mu_b = blur(a), blur(b)
     var_a = blur(a * a) - mu_a**2
@@ -153,6 +151,15 @@ def ssim_standard(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     c1, c2 = SSIM_K1**2, SSIM_K2**2
     ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     return ssim_map.mean(dim=(2, 3)).mean(dim=1)
+
+
+def _band(taps: torch.Tensor, n: int) -> torch.Tensor:
+    """(n - k + 1, n) matrix whose row i holds ``taps`` at columns i..i+k-1 (valid 1-D correlation)."""
+    k = taps.numel()
+    band = torch.zeros(n - k + 1, n, dtype=taps.dtype)
+    for i in range(n - k + 1):
+        band[i, i : i + k] = taps
+    return band
 
 
 def psnr_from_mse(mse: float, data_range: float = 1.0) -> float:
