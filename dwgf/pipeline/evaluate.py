@@ -116,7 +116,9 @@ def evaluate_shard(
     rows: list[dict[str, Any]] = []
     inputs = [Path(shard_record), Path(images_record), Path(observations_record)]
     seeds = {}
-    for image_id, entry in shard["extra"]["images"].items():
+    from tqdm.auto import tqdm
+
+    for image_id, entry in tqdm(shard["extra"]["images"].items(), desc="evaluate", dynamic_ncols=True):
         record = _read_json(resolve(root, entry["record"]))
         keys = _image_keys(spec, record)
         obs_path = resolve(root, observations["extra"]["images"][image_id]["npz"])

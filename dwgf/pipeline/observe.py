@@ -54,7 +54,9 @@ def observe(
     recorder = Recorder("observe", root=root, config=spec, seeds=seeds)
     folder = root / "observations" / task["name"]
     index, outputs, inputs = {}, [], [Path(images_record)]
-    for image_id in spec["ids"]:
+    from tqdm.auto import tqdm
+
+    for image_id in tqdm(spec["ids"], desc=f"observe {task['name']}", dynamic_ncols=True):
         if image_id not in images:
             raise ValueError(f"image id {image_id!r} is not in {images_record}; re-run `dwgf acquire-images`")
         source = resolve(root, images[image_id])

@@ -498,7 +498,8 @@ class Plan:
         }
 
     def protocol(self) -> str:
-        """One paragraph stating the protocol (for report captions)."""
+        """One paragraph stating the protocol (for report captions): data, operators, sigma_y, every method's N,
+        steps and hyper-parameters per task, and the metric implementations."""
         parts = []
         for task in self.tasks:
             t = self.task_spec(task)
@@ -506,15 +507,29 @@ class Plan:
             parts.append(f"{t['label']}: operator {t['operator']}({params}), sigma_y = {t['sigma_y']} on [-1, 1]")
         methods = []
         for method in self.methods:
-            s = self.settings(method, self.tasks[0])
-            methods.append(
-                f"{self.spec['methods'][method].get('label', method)} (N = {s['n_particles']}, {s['n_steps']} steps)"
-            )
+            label = self.spec["methods"][method].get("label", method)
+            per_task = {task: self._settings_text(method, task) for task in self.tasks}
+            if len(set(per_task.values())) == 1:
+                methods.append(f"{label} ({next(iter(per_task.values()))})")
+            else:
+                methods.append(f"{label} (" + "; ".join(f"{t}: {text}" for t, text in per_task.items()) + ")")
+        metrics = self.spec["metrics"]
+        nets = "/".join((metrics.get("lpips") or {}).get("nets", ["alex"]))
+        set_level = metrics["set_level"]
         return (
             f"Suite {self.suite}: {len(self.ids)} images at {self.spec['image_size']} px, prior "
             f"{self.spec['prior']['kind']}, seed {self.spec['seed']}. Tasks: {'; '.join(parts)}. Methods: "
-            f"{', '.join(methods)}."
+            f"{', '.join(methods)}. Metrics (dwgf.metrics): PSNR and SSIM (11x11 Gaussian window) on clamped 8-bit "
+            f"images scaled to [0, 1]; LPIPS ({nets}, lpips package, inputs in [-1, 1]; null when the backbone is not "
+            f"cached); per-image value = mean over the N particles; FID/KID ({metrics.get('fid_network', 'n/a')}, "
+            f"clean-fid 'clean' resize) of {'/'.join(set_level['policies'])} against the {len(self.ids)} ground-truth "
+            f"images."
         )
+
+    def _settings_text(self, method: str, task: str) -> str:
+        s = self.settings(method, task)
+        hyper = ", ".join(f"{k}={v}" for k, v in sorted(s["hyper"].items()))
+        return f"N = {s['n_particles']}, {s['n_steps']} steps" + (f", {hyper}" if hyper else "")
 
     @staticmethod
     def dumps(spec: dict[str, Any]) -> str:

@@ -9,8 +9,8 @@ rule evaluate:
         prior=PLAN.path("prior"),
         weights=PLAN.metric_weight_inputs(),
     output:
-        PLAN.path("shard_metrics"),
-        PLAN.path("shard_metrics") + ".prov.json",
+        parquet=PLAN.path("shard_metrics"),
+        record=PLAN.path("shard_metrics") + ".prov.json",
     params:
         spec=shard_spec("evaluate"),
         root=R,
@@ -22,7 +22,7 @@ rule evaluate:
         **resources("evaluate"),
     shell:
         "dwgf evaluate --spec {params.spec:q} --root {params.root:q} --shard {input.shard:q} --images {input.images:q}"
-        " --observations {input.observations:q} --prior {input.prior:q} --out {output[0]:q} > {log:q} 2>&1"
+        " --observations {input.observations:q} --prior {input.prior:q} --out {output.parquet:q} > {log:q} 2>&1"
 
 
 rule set_metrics:
@@ -31,8 +31,8 @@ rule set_metrics:
         images=PLAN.path("images_manifest"),
         weights=PLAN.metric_weight_inputs(),
     output:
-        PLAN.path("set_metrics"),
-        PLAN.path("set_metrics") + ".prov.json",
+        parquet=PLAN.path("set_metrics"),
+        record=PLAN.path("set_metrics") + ".prov.json",
     params:
         spec=shard_spec("set_metrics"),
         root=R,
@@ -44,7 +44,7 @@ rule set_metrics:
         **resources("evaluate"),
     shell:
         "dwgf set-metrics --spec {params.spec:q} --root {params.root:q} --shards {input.shards:q}"
-        " --images {input.images:q} --out {output[0]:q} > {log:q} 2>&1"
+        " --images {input.images:q} --out {output.parquet:q} > {log:q} 2>&1"
 
 
 rule aggregate:

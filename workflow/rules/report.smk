@@ -47,13 +47,13 @@ rule plot_ablation:
     input:
         metrics=PLAN.path("metrics"),
     output:
-        report(
+        png=report(
             PLAN.path("plot_ablation"),
             caption="../report/plot_ablation.rst",
             category="Ablations",
             labels={"ablation": "{ablation}"},
         ),
-        PLAN.path("plot_ablation") + ".prov.json",
+        record=PLAN.path("plot_ablation") + ".prov.json",
     params:
         spec=spec(PLAN.report_spec),
         protocol=protocol(),
@@ -64,7 +64,7 @@ rule plot_ablation:
         PLAN.benchmark("plot_ablation", "{ablation}")
     shell:
         "dwgf plots --spec {params.spec:q} --root {params.root:q} --metrics {input.metrics:q}"
-        " --ablation {wildcards.ablation:q} --out {output[0]:q} > {log:q} 2>&1"
+        " --ablation {wildcards.ablation:q} --out {output.png:q} > {log:q} 2>&1"
 
 
 rule qualitative:
@@ -73,13 +73,13 @@ rule qualitative:
         observations=PLAN.path("observations"),
         shards=lambda wc: PLAN.qualitative_shards(wc.task),
     output:
-        report(
+        png=report(
             PLAN.path("plot_qualitative"),
             caption="../report/qualitative.rst",
             category="Qualitative",
             labels={"task": "{task}"},
         ),
-        PLAN.path("plot_qualitative") + ".prov.json",
+        record=PLAN.path("plot_qualitative") + ".prov.json",
     params:
         spec=spec(PLAN.report_spec),
         protocol=protocol(),
@@ -91,4 +91,4 @@ rule qualitative:
     shell:
         "dwgf qualitative --spec {params.spec:q} --root {params.root:q} --task {wildcards.task:q}"
         " --images {input.images:q} --observations {input.observations:q} --shards {input.shards:q}"
-        " --out {output[0]:q} > {log:q} 2>&1"
+        " --out {output.png:q} > {log:q} 2>&1"
