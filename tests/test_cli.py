@@ -256,3 +256,45 @@ def test_plan_verb(capsys):
 
     assert summary["solve_jobs"] == len(Plan(load_config(overrides={"suite": "smoke"})).solve_jobs())
     assert summary["variants"]["dwgf/box"] == ["main", "gamma-0.5"]
+
+
+# -- the Stable Diffusion path, with a tiny random-weight SD folder ----------------------------------------------
+def test_acquire_weights_offline_then_solve_with_sd(root, tiny_sd_path, tmp_path):
+    """acquire-weights copies a pre-seeded folder, checks every file against the lock, names a missing file; the
+    solve verb then loads the Stable Diffusion prior from the record (64 px -> 4x8x8 latents)."""
+    import yaml
+
+    from dwgf.io import sha256_file
+
+    files = sorted(p.relative_to(tiny_sd_path).as_posix() for p in tiny_sd_path.rglob("*") if p.is_file())
+    lock = {
+        "schema": "dwgf.weights-lock/1",
+        "model": {
+            "name": "tiny",
+            "mirrors": [{"repo_id": "local/tiny", "revision": None}],
+            "allow_patterns": ["*", "*/*"],
+            "files": {name: sha256_file(tiny_sd_path / name) for name in files},
+        },
+    }
+    (tmp_path / "lock.yaml").write_text(yaml.safe_dump(lock))
+    prior = {"kind": "stable_diffusion", "lock": str(tmp_path / "lock.yaml"), "dest": str(tmp_path / "sd"),
+             "source": "local", "local_dir": str(tiny_sd_path)}  # fmt: skip
+    out = tmp_path / "prior.prov.json"
+    run("acquire-weights", {**BASE, "prior": prior}, root, "--out", str(out))
+    record = read_record(out)
+    assert record["extra"]["prior"]["kind"] == "stable_diffusion"
+    assert sorted(json.loads((tmp_path / "sd" / "MANIFEST.sha256.json").read_text())["files"]) == files
+
+    spec = solve_spec(variant="sd", n_steps=2)
+    run("solve", spec, root, "--prior", str(out), "--observations", f"{root}/obs/o.prov.json", "--ids", IDS[0],
+        "--out", f"{root}/solve/sd.prov.json", "--no-progress")  # fmt: skip
+    shard = read_record(root / "solve" / "sd.prov.json")
+    assert shard["extra"]["images"][IDS[0]]["status"] == "ok"
+    with np.load(root / shard["extra"]["images"][IDS[0]]["files"]["npz"]) as data:
+        assert data["particles"].shape == (2, 3, 64, 64) and data["latents"].shape == (2, 4, 8, 8)
+
+    missing = tmp_path / "seeded"
+    missing.mkdir()
+    with pytest.raises(FileNotFoundError, match="lacks"):
+        run("acquire-weights", {**BASE, "prior": {**prior, "local_dir": str(missing), "dest": str(tmp_path / "x")}},
+            root, "--out", str(tmp_path / "x.prov.json"))  # fmt: skip
