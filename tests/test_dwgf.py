@@ -332,6 +332,7 @@ def test_operator_prior_size_mismatch_raises(testbed):
         ({"learning_rate": 0.1}, "learning_rate"),
         ({"gamma": -1.0}, "gamma"),
         ({"lr": 0.0}, "lr"),
+        ({"lr": 1e39}, "lr"),  # overflows float32 inside Adam's update
         ({"betas": (0.9, 1.0)}, "betas"),
         ({"per_particle_noise": True}, "y_clean"),
         ({"sigma_y": 0.01}, "per_particle_noise"),

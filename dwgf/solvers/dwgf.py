@@ -174,14 +174,17 @@ def solve(
     noise xi and the encoder sample. The latents are optimised in float32 (float64 if the prior is float64) and
     cast to the prior's dtype for every model call, so bf16/fp16 priors still get float32 Adam state.
 
-    A non-finite loss, gradient or latent stops the loop without raising: ``status="diverged"``,
-    ``diverged_at_step`` is the 0-based step index, and the result holds the last finite latents and their decode.
+    A non-finite decode, loss or gradient stops the loop before the update without raising: ``status="diverged"``,
+    ``diverged_at_step`` is the 0-based index of that step, and the result holds the last (finite) latents and their
+    decode.
     """
     latent_shape = check_problem(prior, operator, y, n_particles)
     hp = resolve_hyper(hyper)
     timesteps = make_timesteps(n_steps)
     device, model_dtype = prior.device, prior.dtype
     dtype = torch.promote_types(model_dtype, torch.float32)
+    if float(hp["lr"]) > torch.finfo(dtype).max:
+        raise ValueError(f"DWGF hyper-parameter 'lr'={hp['lr']!r} is not representable in the latent dtype {dtype}")
     n = n_particles
     d_z, d_x, d_y = math.prod(latent_shape), math.prod(operator.x_shape), operator.measurement_dim
     norm = term_normalisers(n, d_z, d_x, d_y)
@@ -236,14 +239,10 @@ def solve(
             trace["kde_self_weight"].append(float(pi.diagonal().mean()))
             trace["loss"].append(float(loss.detach()))
 
-        last_finite = z.detach().clone()
+        # Adam's update is bounded by about lr per coordinate, so finite latents stay finite (lr is checked to be
+        # representable below); divergence shows up in the next step's decode or loss.
         z.grad = grad
         optimiser.step()
-        if not torch.isfinite(z).all():
-            with torch.no_grad():
-                z.copy_(last_finite)
-            status, diverged_at = STATUS_DIVERGED, step
-            break
 
     final_latents = z.detach()
     with torch.no_grad():
