@@ -13,7 +13,7 @@ LPIPS needs the AlexNet backbone: with ``--torch-home`` holding the real file it
 backbone is written to a temporary folder and loaded with the test-only constructor (same cost; those rows are
 timed but, by design, cannot be written to Parquet, so the write step drops them and says so).
 
-    OMP_NUM_THREADS=2 python benchmarks/metrics_speed.py            # prints a timing breakdown
+    OMP_NUM_THREADS=2 python benchmarks/metrics_speed.py            # prints a timing breakdown (wall and CPU)
 """
 
 from __future__ import annotations
@@ -73,21 +73,23 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     timings: dict[str, float] = {}
-    t_total = time.perf_counter()
+    cpu: dict[str, float] = {}
+    t_total, c_total = time.perf_counter(), time.process_time()
 
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     alex, backbone = lpips_alex(args.torch_home)
     metrics = ImageMetrics([alex])
     network = fid.load_feature_network(fid.NETWORK_FID_HELPER)
     store = fid.FeatureStore(network)
     timings["load LPIPS + Inception"] = time.perf_counter() - t
+    cpu["load LPIPS + Inception"] = time.process_time() - c
 
     gt = ground_truth()
     g = torch.Generator().manual_seed(0)
     latent_dim, n_post = 256, 1000
     rows: list[dict] = []
     particle_sets: dict[tuple[str, str], dict[str, list[np.ndarray]]] = {}
-    t_image = t_post = 0.0
+    t_image = t_post = c_image = c_post = 0.0
     n_particle_images = 0
 
     jobs = [(m, task, "main", {"gamma": 0.15} if m == "dwgf" else {}, N_PARTICLES) for task in TASKS for m in METHODS]
@@ -99,23 +101,26 @@ def main() -> None:
         for i in range(n_images):
             particles = gt[i : i + 1] + 0.1 * torch.randn(n, 3, SIZE, SIZE, generator=g)
             image_keys = keys.for_image(f"img{i}", "0" * 64, "1" * 64)
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             rows += metrics.rows(particles, gt[i : i + 1], image_keys)
             t_image += time.perf_counter() - t
+            c_image += time.process_time() - c
             n_particle_images += n + 1
             post_mean = torch.randn(latent_dim, generator=g, dtype=torch.float64)
             post_std = torch.rand(latent_dim, generator=g, dtype=torch.float64) + 0.1
             samples = post_mean + post_std * torch.randn(n_post, latent_dim, generator=g, dtype=torch.float64)
             latents = post_mean + torch.randn(n, latent_dim, generator=g, dtype=torch.float64)
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             rows += posterior_rows(latents, post_mean, post_std, samples, image_keys, space="latent")
             t_post += time.perf_counter() - t
+            c_post += time.process_time() - c
             if variant == "main":
                 particle_sets.setdefault((method, task), {})[f"img{i}"] = to_uint8_hwc(particles)
-    timings[f"per-image metrics ({n_particle_images} particle+mean images)"] = t_image
-    timings["exact-posterior metrics"] = t_post
+    name = f"per-image metrics ({n_particle_images} particle+mean images)"
+    timings[name], cpu[name] = t_image, c_image
+    timings["exact-posterior metrics"], cpu["exact-posterior metrics"] = t_post, c_post
 
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     n_sets = 0
     gt_arrays = to_uint8_hwc(gt)
     for task in TASKS:
@@ -126,19 +131,25 @@ def main() -> None:
                 fake = store.features(policy_images(particle_sets[(method, task)], policy))
                 rows += set_rows(fake, real, keys, sample_policy=policy, reference_name="gt", network=network.network)
                 n_sets += 1
-    timings[f"set-level FID+KID ({n_sets} sets, {len(store)} unique images featurised)"] = time.perf_counter() - t
+    name = f"set-level FID+KID ({n_sets} sets, {len(store)} unique images featurised)"
+    timings[name], cpu[name] = time.perf_counter() - t, time.process_time() - c
 
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     writable = [r for r in rows if not r["status"].startswith("test_only")]
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="dwgf-bench-")) / "metrics.parquet"
     write_metrics(writable, out)
-    timings["validate + write Parquet"] = time.perf_counter() - t
-    total = time.perf_counter() - t_total
+    timings["validate + write Parquet"], cpu["validate + write Parquet"] = (
+        time.perf_counter() - t,
+        time.process_time() - c,
+    )
+    total, cpu_total = time.perf_counter() - t_total, time.process_time() - c_total
 
     print(f"dwgf metrics speed: threads={args.threads}, LPIPS: {backbone}, load average {os.getloadavg()[0]:.1f}")
+    print(f"  {'step':<72s} {'wall':>9s} {'cpu':>9s}")
     for name, seconds in timings.items():
-        print(f"  {name:<72s} {seconds:7.2f} s")
-    print(f"  {'TOTAL':<72s} {total:7.2f} s")
+        print(f"  {name:<72s} {seconds:7.2f} s {cpu[name]:7.2f} s")
+    print(f"  {'TOTAL':<72s} {total:7.2f} s {cpu_total:7.2f} s")
+    print("  (cpu = process CPU time; with --threads 1 on a busy machine it estimates the wall time on one free core)")
     ok = sum(r["status"] == STATUS_OK for r in writable)
     print(f"  rows: {len(rows)} computed, {len(writable)} written ({ok} ok) to {out}")
     if len(writable) < len(rows):
