@@ -400,6 +400,9 @@ def test_set_rows_reference_stats_and_network_guard(tmp_path):
     assert all(r["level"] == "set" and r["n_samples"] == 12 and r["image_id"] is None for r in rows)
     with pytest.raises(ValueError, match="net-a"):
         fid.ReferenceStats.load(tmp_path / "ref.npz", expected_network="net-b")
+    tiny = set_rows(fake[:1], real, KEYS, sample_policy="first_particle", reference_name="gt", network="net-a")
+    assert [r["metric"] for r in tiny] == ["fid", "kid"]
+    assert all(r["value"] is None and r["status"].startswith("too_few_images") for r in tiny)
     other = rows + [dict(rows[0], network="net-b")]
     with pytest.raises(ValueError, match="mixes feature networks"):
         schema.assert_one_network(pd.DataFrame(other))

@@ -218,6 +218,14 @@ def set_rows(
     common = {"sample_policy": sample_policy, "reference": reference_name, "network": network, "n_samples": n}
     set_keys = RowKeys(keys.suite, keys.task, keys.method, keys.variant, keys.hyper, keys.n_particles)
     rows = []
+    n_ref = reference.n if isinstance(reference, ReferenceStats) else int(np.asarray(reference).shape[0])
+    if n < 2 or n_ref < 2:
+        # sample covariances and the unbiased KID need at least 2 images on each side
+        status = f"too_few_images: {n} evaluated, {n_ref} reference (need >= 2 each)"
+        names = [name for name, wanted in (("fid", fid), ("kid", kid)) if wanted]
+        protocols = {"fid": FID_PROTOCOL, "kid": kid_protocol(kid_subsets, kid_subset_size, kid_seed)}
+        return [set_keys.row(metric=name, protocol=protocols[name], value=None, status=status, **common)
+                for name in names]  # fmt: skip
     if fid:
         if isinstance(reference, ReferenceStats):
             value = reference.fid(fake_features)
