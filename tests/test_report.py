@@ -98,11 +98,6 @@ def test_snakemake_report_embeds_results_captions_and_runtimes(report_html):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="captions do not yet name the metric implementations (LPIPS net, FID network); requested from the "
-    "workflow engineer (report captions / Plan.protocol)",
-)
 def test_snakemake_report_captions_name_metric_implementations(report_html):
     captions = _captions(report_html)
     assert len(captions) >= 4  # tables, ablation tables, plots, grids
