@@ -49,7 +49,11 @@ def config_hash(config: Any) -> str:
 
 
 def code_version() -> dict[str, Any]:
-    """Package version plus git commit and dirty flag of the checkout holding this package, if any."""
+    """Package version plus git commit and dirty flag of the checkout holding this package, if any.
+
+    ``git_dirty`` is true when any file under ``dwgf/`` differs from the commit, including files git does not
+    track yet (a new, uncommitted module changes what ran just as much as an edited one).
+    """
     from dwgf import __version__
 
     info: dict[str, Any] = {"dwgf": __version__, "git_commit": None, "git_dirty": None}
@@ -59,7 +63,7 @@ def code_version() -> dict[str, Any]:
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "dwgf"],
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=normal", "--", "dwgf"],
             capture_output=True,
             text=True,
             timeout=10,
