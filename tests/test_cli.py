@@ -115,6 +115,8 @@ def test_observe_is_seeded_per_image(root, tmp_path):
     assert alone["seeds"][IDS[1]] == both["seeds"][IDS[1]]
     with np.load(root / both["extra"]["images"][IDS[1]]["npz"]) as data:
         y, y_clean = data["y"], data["y_clean"]
+        assert json.loads(str(data["operator"])) == {"name": "sr_avgpool", "params": {"factor": 8}}
+        assert float(data["sigma_y"]) == TASK["sigma_y"]
     x = load_png(root / "data" / "images" / f"{IDS[1]}.png").unsqueeze(0)
     assert np.allclose(y_clean, make_operator("sr_avgpool", 64, factor=8)(x).numpy(), atol=1e-6)
     noise = (y - y_clean).ravel()

@@ -28,8 +28,11 @@ def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
     with atomic_path(path, suffix=".npz") as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
             for name in sorted(arrays):
+                array = np.asarray(arrays[name])
+                if not array.flags.c_contiguous:  # (np.ascontiguousarray would turn 0-d arrays into 1-d)
+                    array = array.copy(order="C")
                 buffer = io.BytesIO()
-                np.lib.format.write_array(buffer, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+                np.lib.format.write_array(buffer, array, allow_pickle=False)
                 info = zipfile.ZipInfo(f"{name}.npy", date_time=_EPOCH)
                 info.external_attr = 0o644 << 16
                 archive.writestr(info, buffer.getvalue())

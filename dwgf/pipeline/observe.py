@@ -6,12 +6,14 @@ For image x (from ``data/images/<id>.png``) and the task's operator A:
 
 (:func:`dwgf.operators.add_measurement_noise`), so an image's y does not depend on the other images. Per image
 the step writes ``observations/<task>/<id>.npz`` with arrays ``y`` and ``y_clean`` (shape (1, *y_shape),
-float32) and a PNG preview of ``A.render(y)``; the record ``observations/<task>/observe.prov.json`` indexes
-them and stores the operator's ``params()`` so a solver rebuilds the same A.
+float32), ``sigma_y`` and ``operator`` (JSON text ``{"name", "params"}``), and a PNG preview of
+``A.render(y)``; the record ``observations/<task>/observe.prov.json`` indexes them and stores the operator's
+``params()`` so a solver rebuilds the same A.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,7 @@ def observe(
     size = int(spec["image_size"])
     images = read_step_record(images_record, "acquire-images")["extra"]["images"]
     operator = build_operator(task, size)
+    operator_json = json.dumps({"name": operator.name, "params": operator.params()}, sort_keys=True)
     seeds = {image_id: derive_seed(spec["seed"], "observe", task["name"], image_id) for image_id in spec["ids"]}
     recorder = Recorder("observe", root=root, config=spec, seeds=seeds)
     folder = root / "observations" / task["name"]
@@ -65,7 +68,11 @@ def observe(
             y_clean = operator.forward(x)
             y = add_measurement_noise(y_clean, float(task["sigma_y"]), make_generator(seeds[image_id]))
         npz = save_npz(
-            folder / f"{image_id}.npz", y=y.numpy().astype(np.float32), y_clean=y_clean.numpy().astype(np.float32)
+            folder / f"{image_id}.npz",
+            y=y.numpy().astype(np.float32),
+            y_clean=y_clean.numpy().astype(np.float32),
+            sigma_y=np.array(float(task["sigma_y"])),
+            operator=np.array(operator_json),  # a unicode scalar: readable without unpickling
         )
         preview = save_png(operator.render(y)[0], folder / f"{image_id}.png")
         index[image_id] = {"npz": relative_to_root(npz, root), "png": relative_to_root(preview, root)}
