@@ -358,6 +358,7 @@ def test_killed_run_resumes_to_identical_metrics(smoke, tmp_path):
         os.killpg(process.pid, signal.SIGKILL)  # the whole process group: snakemake and its running jobs
         process.wait()
     assert not (root / "metrics.parquet").exists()
+    snakemake(tmp_path, "--unlock")  # a killed Snakemake leaves its directory lock behind
     snakemake(tmp_path, "--rerun-incomplete")
     for name in ("metrics.parquet", "set_metrics.parquet"):
         resumed = comparable(read_metrics(root / name))
