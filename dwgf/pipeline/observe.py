@@ -66,7 +66,10 @@ def observe(
         x = load_png(source, image_size=size).unsqueeze(0)
         with torch.no_grad():
             y_clean = operator.forward(x)
-            y = add_measurement_noise(y_clean, float(task["sigma_y"]), make_generator(seeds[image_id]))
+            # Noise drawn into an inpainting hole is not data: zero it so y's unmeasured entries are exactly 0,
+            # which the solvers' data-fit normalisation (measurement_dim) and PSLD's norm assume.
+            noisy = add_measurement_noise(y_clean, float(task["sigma_y"]), make_generator(seeds[image_id]))
+            y = operator.zero_unmeasured(noisy)
         npz = save_npz(
             folder / f"{image_id}.npz",
             y=y.numpy().astype(np.float32),
