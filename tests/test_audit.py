@@ -501,7 +501,8 @@ def test_second_run_reproduces_observation_and_solver_checksums(smoke, smoke_pla
         assert first["config_sha256"] == second["config_sha256"] and first["seeds"] == second["seeds"]
         # per-image solve records (<id>.json) hold runtimes and memory, so they are not byte-stable by design
         stable = {p: d for p, d in first["outputs"].items() if not p.endswith(".json")}
-        assert stable and stable == {p: d for p, d in second["outputs"].items() if not p.endswith(".json")}, relative
+        again = {p: d for p, d in second["outputs"].items() if not p.endswith(".json")}
+        assert stable and stable == again, f"{relative}: code {first['code']} vs {second['code']}"
 
 
 @pytest.mark.slow
