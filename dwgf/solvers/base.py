@@ -14,8 +14,9 @@ Uniform signature (k-diffusion style), implemented by each module in :mod:`dwgf.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import torch
 
