@@ -460,6 +460,13 @@ def test_smoke_run_verifies_and_records_every_job(smoke, smoke_plan):
         assert record["peak_memory_bytes"] > 0 and len(record["config_sha256"]) == 64
     rows = pd.read_parquet(smoke / SMOKE / "metrics.parquet")
     assert set(LINK_COLUMNS) <= set(rows.columns) and rows["observation_sha256"].notna().all()
+    # every per-image solve record states what it was solved from, so verify (and resume) can check it
+    image_records = sorted((smoke / SMOKE / "solve").glob("*/*/*/images/*.json"))
+    assert len(image_records) == sum(len(job.ids) for job in plan.solve_jobs())
+    for path in image_records:
+        task, image_id = path.parts[-4], path.stem
+        inputs = json.loads(path.read_text())["inputs"]
+        assert set(inputs) == {f"observations/{task}/{image_id}.npz", "prior/prior.prov.json"}, path
 
 
 @pytest.mark.slow

@@ -151,6 +151,58 @@ def test_solve_writes_images_and_resumes(root):
     solve(root, solve_spec())  # back to the reference state for the tests below
 
 
+def test_solve_resume_redoes_images_whose_inputs_changed(root, tmp_path):
+    """A changed observation re-solves its image (and only it); a changed prior record re-solves every image.
+
+    The re-solved particles equal those of a fresh solve from the new observation, and the per-image record's
+    ``inputs`` hold the current sha256 of the observation npz and the prior record (what dwgf verify checks).
+    """
+    import shutil
+
+    from dwgf.io import sha256_file
+    from dwgf.pipeline.arrays import save_npz
+
+    work = tmp_path / "t"
+    shutil.copytree(root, work)  # the module's results stay untouched for the tests below
+    spec = solve_spec(variant="inputs")
+    solve(work, spec)
+    folder = work / "solve" / "dwgf" / "sr8" / "inputs" / "images"
+    before = data_files(folder)
+    mtimes = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+    observation = work / read_record(work / "obs" / "o.prov.json")["extra"]["images"][IDS[1]]["npz"]
+    with np.load(observation) as data:
+        arrays = {key: data[key] for key in data.files}
+    arrays["y"] = arrays["y"] + np.float32(0.25)  # as if `dwgf observe` had been re-run with other code
+    save_npz(observation, **arrays)
+    solve(work, spec)
+    after = data_files(folder)
+    untouched = [n for n in before if n.startswith(IDS[0])]
+    assert untouched and all((folder / n).stat().st_mtime_ns == mtimes[n] for n in untouched)  # skipped
+    assert all(after[n] == before[n] for n in untouched)
+    assert hash(after[f"{IDS[1]}.npz"]) != hash(before[f"{IDS[1]}.npz"])  # re-solved from the new observation
+    relative = observation.relative_to(work).as_posix()
+    inputs = json.loads((folder / f"{IDS[1]}.json").read_text())["inputs"]
+    prior_relative = "prior/prior.prov.json"
+    assert inputs == {relative: sha256_file(observation), prior_relative: sha256_file(work / prior_relative)}
+
+    # the resumed result is exactly a from-scratch solve of the new observation (per-image seeds)
+    shutil.rmtree(folder)
+    solve(work, spec)
+    assert data_files(folder) == after
+
+    # a different prior record (e.g. the prior re-fitted) invalidates every image of the shard
+    mtimes = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    prior_record = work / prior_relative
+    prior_record.write_text(prior_record.read_text() + "\n")
+    solve(work, spec)
+    for image_id in IDS:
+        assert (folder / f"{image_id}.npz").stat().st_mtime_ns != mtimes[f"{image_id}.npz"], image_id
+        record = json.loads((folder / f"{image_id}.json").read_text())
+        assert record["inputs"][prior_relative] == sha256_file(prior_record)
+    assert data_files(folder) == after  # same prior content, so the same particles
+
+
 def test_solve_isolates_a_failing_image(root, monkeypatch):
     import dwgf.solvers
 

@@ -6,12 +6,17 @@ Per image (``solve/<method>/<task>/<variant>/images/``):
   (N, c, h, w); plus every tensor of ``SolveResult.extras`` as ``extra_<name>``;
 * ``<id>_p<j>.png``: particle j, clamped and quantised (docs/design.md PNG convention);
 * ``<id>.json``: status (``ok`` / ``diverged`` / ``error``), runtime, peak memory, the resolved hyper-parameters,
-  the sha256 of the files above and of the job spec -- written last, atomically.
+  the sha256 of the files above, of the job spec and of the inputs (``inputs``: observation npz, prior record) --
+  written last, atomically.
 
-Resume: an image whose ``<id>.json`` exists, was made from the same spec (sha256) and whose files still hash to
-the recorded values is not solved again, so re-running a killed job redoes only the unfinished images. Seeds are
-per image, ``derive_seed(seed, "solve", method, task, variant, id)``, so a resumed shard gives the same values
-as an uninterrupted one.
+Resume: an image whose ``<id>.json`` exists, was made from the same spec (sha256), was solved from the same inputs
+and whose files still hash to the recorded values is not solved again, so re-running a killed job redoes only the
+unfinished images. The inputs are the record's ``inputs`` map ``{path relative to the results root: sha256}`` of
+the image's observation ``observations/<task>/<id>.npz`` and of the prior record ``prior/prior.prov.json`` (which
+hashes the prior's weights): when ``observe`` or the prior is re-run with changed results, Snakemake re-runs the
+shard and the stale images are solved again instead of being kept (``dwgf verify`` reports such a record as
+STALE; docs/audit.md). Seeds are per image, ``derive_seed(seed, "solve", method, task, variant, id)``, so a
+resumed shard gives the same values as an uninterrupted one.
 
 One image that fails (an exception) is recorded with status ``error`` and its message and does not stop the other
 images; a shard in which *every* image fails exits with an error (that is a bug or a broken set-up, not bad
@@ -52,8 +57,17 @@ def image_record_path(folder: Path, image_id: str) -> Path:
     return folder / f"{image_id}.json"
 
 
-def is_complete(folder: Path, image_id: str, spec_sha256: str) -> dict[str, Any] | None:
-    """The image's record if it is complete for this spec (all files present with their recorded hashes)."""
+def image_inputs(root: Path, observation_npz: Path, prior_record: Path) -> dict[str, str]:
+    """``{path relative to root: sha256}`` of what one image is solved from: its observation and the prior record."""
+    return {relative_to_root(path, root): sha256_file(path) for path in (observation_npz, prior_record)}
+
+
+def is_complete(
+    folder: Path, image_id: str, spec_sha256: str, inputs: dict[str, str] | None = None
+) -> dict[str, Any] | None:
+    """The image's record if it is complete for this spec and these inputs (all files present with their recorded
+    hashes, and ``inputs`` -- see :func:`image_inputs` -- equal to the record's; a record without an ``inputs``
+    map, made before it was stored, is not complete)."""
     path = image_record_path(folder, image_id)
     if not path.is_file():
         return None
@@ -65,6 +79,8 @@ def is_complete(folder: Path, image_id: str, spec_sha256: str) -> dict[str, Any]
         return None
     if record.get("status") == STATUS_ERROR:
         return None  # a failed image is retried on every run
+    if inputs is not None and record.get("inputs") != inputs:
+        return None  # solved from another observation or prior: its particles would be stale
     for relative, digest in record.get("files", {}).items():
         file = folder / relative
         if not file.is_file() or sha256_file(file) != digest:
@@ -143,14 +159,21 @@ def solve_shard(
 
     records: dict[str, dict[str, Any]] = {}
     for image_id in ids:
-        done = is_complete(folder, image_id, spec_sha256)
+        if image_id not in observations["extra"]["images"]:
+            raise ValueError(
+                f"no observation of image {image_id!r} in {observations_record}; re-run `dwgf observe` for task "
+                f"{task['name']!r} with this id"
+            )
+        inputs = image_inputs(root, resolve(root, observations["extra"]["images"][image_id]["npz"]), Path(prior_record))
+        done = is_complete(folder, image_id, spec_sha256, inputs)
         if done is not None:
             print(f"[dwgf solve] {image_id}: complete from an earlier run, skipped", flush=True)
             records[image_id] = done
             continue
         records[image_id] = _solve_one(
-            solve, prior, operator, spec, spec_sha256, root, observations, image_id, seeds[image_id], folder, progress
-        )
+            solve, prior, operator, spec, spec_sha256, root, observations, image_id, seeds[image_id], folder, progress,
+            inputs,
+        )  # fmt: skip
         print(
             f"[dwgf solve] {image_id}: {records[image_id]['status']} in {records[image_id]['runtime_s']:.1f} s",
             flush=True,
@@ -174,7 +197,9 @@ def solve_shard(
     return recorder.write(out, outputs=outputs, inputs=inputs, device=spec["device"], dtype=spec["dtype"])
 
 
-def _solve_one(solve, prior, operator, spec, spec_sha256, root, observations, image_id, seed, folder, progress):
+def _solve_one(
+    solve, prior, operator, spec, spec_sha256, root, observations, image_id, seed, folder, progress, inputs
+):  # fmt: skip
     import torch
 
     started = time.perf_counter()
@@ -188,6 +213,7 @@ def _solve_one(solve, prior, operator, spec, spec_sha256, root, observations, im
         "image_id": image_id,
         "seed": seed,
         "spec_sha256": spec_sha256,
+        "inputs": inputs,
     }
     try:
         observation = load_observation(root, observations, image_id)
