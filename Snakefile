@@ -1,7 +1,7 @@
 # dwgf: regenerate every result of the DWGF reproduction with one command.
 #
 #   snakemake -c 2                         the demo suite (CPU, offline, a few minutes)
-#   snakemake -c 1 --config suite=paper    the paper reproduction (GPU; docs/workflow.md)
+#   snakemake -c 1 --config suite=paper    the paper reproduction (GPU; workflow/README.md)
 #   snakemake --report report.html         tables, plots and captions after a run
 #
 # Only wiring lives here and in workflow/rules/*.smk: each rule calls one `dwgf` verb with the JSON spec of its

@@ -1,4 +1,4 @@
-"""The workflow through a real Slurm with ``workflow/profiles/slurm`` (issue 6; docs/slurm.md).
+"""The workflow through a real Slurm with ``workflow/profiles/slurm`` (issue 6; workflow/profiles/slurm/README.md).
 
 Needs the single-node cluster of ``tests/slurm/start-local-slurm.sh`` (munge, slurmctld, slurmd with one fake GPU
 GRES, slurmdbd + MariaDB so that ``sacct`` works); ``.ci/slurm.sh`` starts it in CI. Tests marked ``slurm`` are
@@ -251,7 +251,7 @@ def test_smoke_suite_through_slurm(cluster, tmp_path):
 
     With snakemake-executor-plugin-slurm 2.8.0 the controller never notices a scancel-ed job: sacct reports it as
     ``CANCELLED by <uid>``, which the plugin does not match against its failure states, so it waits for the job
-    forever (docs/slurm.md). The test therefore does what a user does after such an event (or after losing the
+    forever (workflow/profiles/slurm/README.md). The test therefore does what a user does after such an event (or after losing the
     login node): it kills the controller, unlocks, and reruns the same command, which must finish the cancelled
     job and its successors without resubmitting finished work.
     """

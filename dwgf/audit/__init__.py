@@ -1,5 +1,5 @@
 """Audit of a suite's results: ``dwgf verify`` (every link from tables back to inputs) and ``dwgf trace`` (the
-lineage of one number), both built on the provenance records of :mod:`dwgf.provenance` (docs/audit.md).
+lineage of one number), both built on the provenance records of :mod:`dwgf.provenance` (dwgf/audit/README.md).
 
 * :func:`verify_results` -> :class:`VerifyReport` (``.ok``, ``.problems``, ``.repair_commands()``);
 * :func:`trace` -> lineage dict, :func:`format_trace` -> text;

@@ -2,7 +2,7 @@
 
 ``verify`` exits 1 when any link is broken (each problem names the file and what is wrong, followed by the
 ``snakemake --forcerun`` command that repairs it) and 0 otherwise; ``--json-out`` also writes the report as JSON.
-``trace`` prints the lineage of one number (docs/audit.md).
+``trace`` prints the lineage of one number (dwgf/audit/README.md).
 """
 
 from __future__ import annotations

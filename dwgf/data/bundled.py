@@ -5,7 +5,7 @@ fitted on random 64×64 crops of eight colour photographs bundled with scikit-im
 runs offline. Every crop is named by an id that encodes its source and position,
 ``"<image>-r<row>-c<col>"`` (top-left corner, 0-based, e.g. ``"astronaut-r0123-c0456"``), and
 :func:`load_crop` rebuilds the crop from the id alone. Pixels are mapped from uint8 to [-1, 1] as
-``x = u / 127.5 - 1`` (the project's image convention, ``docs/design.md``).
+``x = u / 127.5 - 1`` (the project's image convention, ``README.md ("Conventions")``).
 
 Crop positions are drawn without replacement (so ids are unique) from one :class:`torch.Generator` per
 source image, seeded with ``derive_seed(seed, "bundled_crops", image, size)``: the crops of one image do

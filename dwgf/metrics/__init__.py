@@ -1,4 +1,4 @@
-"""Metrics with stated protocols, and the long-format Parquet table they are stored in (docs/metrics.md).
+"""Metrics with stated protocols, and the long-format Parquet table they are stored in (dwgf/metrics/README.md).
 
 Modules (one concept each):
 

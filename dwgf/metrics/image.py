@@ -1,6 +1,6 @@
 """Pixel metrics: PSNR and SSIM under two stated protocols.
 
-Images enter as float tensors (B, 3, H, W) on the project's [-1, 1] scale (``docs/design.md``); the ground
+Images enter as float tensors (B, 3, H, W) on the project's [-1, 1] scale (``README.md ("Conventions")``); the ground
 truth has the same shape (or (1, 3, H, W), broadcast over the batch). Every function returns one value per
 batch element, as a float64 tensor of shape (B,).
 

@@ -2,7 +2,7 @@
 
 Both are the concatenation (re-validated, :func:`dwgf.metrics.schema.concat_metrics`) of the per-shard and
 per-set files, sorted by their key columns so the bytes do not depend on the order Snakemake lists the inputs
-in. Columns are documented in :mod:`dwgf.metrics.schema` (and docs/workflow.md). The step refuses to mix
+in. Columns are documented in :mod:`dwgf.metrics.schema` (and workflow/README.md). The step refuses to mix
 feature networks in one FID/KID table (:func:`dwgf.metrics.schema.assert_one_network`) and checks that the
 per-shard files hold rows of the suite being aggregated only.
 """

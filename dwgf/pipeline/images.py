@@ -1,4 +1,4 @@
-"""PNG files for images in [-1, 1] (docs/design.md: a PNG stores (x + 1) / 2 quantised to 8 bit).
+"""PNG files for images in [-1, 1] (README.md ("Conventions"): a PNG stores (x + 1) / 2 quantised to 8 bit).
 
 Writes are atomic (:func:`dwgf.io.atomic_path`) so a crash never leaves a truncated PNG behind.
 """

@@ -4,7 +4,7 @@ Per image (``solve/<method>/<task>/<variant>/images/``):
 
 * ``<id>.npz``: ``particles`` (N, 3, H, W) float32, unclamped D(z) after the final update; ``latents``
   (N, c, h, w); plus every tensor of ``SolveResult.extras`` as ``extra_<name>``;
-* ``<id>_p<j>.png``: particle j, clamped and quantised (docs/design.md PNG convention);
+* ``<id>_p<j>.png``: particle j, clamped and quantised (README.md ("Conventions") PNG convention);
 * ``<id>.json``: status (``ok`` / ``diverged`` / ``error``), runtime, peak memory, the resolved hyper-parameters,
   the sha256 of the files above, of the job spec and of the inputs (``inputs``: observation npz, prior record) --
   written last, atomically.
@@ -15,7 +15,7 @@ unfinished images. The inputs are the record's ``inputs`` map ``{path relative t
 the image's observation ``observations/<task>/<id>.npz`` and of the prior record ``prior/prior.prov.json`` (which
 hashes the prior's weights): when ``observe`` or the prior is re-run with changed results, Snakemake re-runs the
 shard and the stale images are solved again instead of being kept (``dwgf verify`` reports such a record as
-STALE; docs/audit.md). Seeds are per image, ``derive_seed(seed, "solve", method, task, variant, id)``, so a
+STALE; dwgf/audit/README.md). Seeds are per image, ``derive_seed(seed, "solve", method, task, variant, id)``, so a
 resumed shard gives the same values as an uninterrupted one.
 
 One image that fails (an exception) is recorded with status ``error`` and its message and does not stop the other

@@ -1,4 +1,4 @@
-# Steps 7-9: tables, plots and the qualitative grid, marked for `snakemake --report`.
+# Steps 7-9: tables, plots and the qualitative grid, marked for `snakemake --report`; then the `verify` target.
 
 
 rule tables:
@@ -92,3 +92,22 @@ rule qualitative:
         "dwgf qualitative --spec {params.spec:q} --root {params.root:q} --task {wildcards.task:q}"
         " --images {input.images:q} --observations {input.observations:q} --shards {input.shards:q}"
         " --out {output.png:q} > {log:q} 2>&1"
+
+
+# `snakemake -c 2 verify`: build everything, then re-hash the whole suite with `dwgf verify` (dwgf/audit/README.md). It exits
+# non-zero on any broken provenance link; the log names each file and the `snakemake --forcerun` command repairing it.
+# No declared output on purpose: Snakemake always runs an output-less job when it is requested, so a file tampered
+# with after an earlier verify is still caught (a declared verify.json would make a second `verify` a no-op, and on
+# failure Snakemake would delete the report). The JSON report goes to audit/, a folder verify itself exempts, and
+# `verify` is not among the default target's inputs.
+rule verify:
+    localrule: True
+    input:
+        PLAN.targets(),
+    params:
+        root=R,
+        report=PLAN.path("verify"),
+    log:
+        PLAN.log("verify", "verify"),
+    shell:
+        "dwgf verify {params.root:q} --json-out {params.report:q} 2>&1 | tee {log:q}"
