@@ -3,6 +3,7 @@
 #   snakemake -c 2                         the demo suite (CPU, offline, a few minutes)
 #   snakemake -c 1 --config suite=paper    the paper reproduction (GPU; workflow/README.md)
 #   snakemake --report report.html         tables, plots and captions after a run
+#   snakemake -c 2 verify                  build, then re-hash every result (dwgf verify); fails on a broken link
 #
 # Only wiring lives here and in workflow/rules/*.smk: each rule calls one `dwgf` verb with the JSON spec of its
 # job (dwgf.pipeline.plan.Plan); the verbs do the work and write provenance records.

@@ -20,13 +20,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from audit_smoke import REPO, environment, smoke_workdir, snakemake
+from audit_smoke import REPO, copy_workdir, environment, smoke_workdir, snakemake
 
 from dwgf.pipeline.config import ConfigError, load_config, validate_config
 from dwgf.pipeline.plan import MAIN, Plan, format_value
 
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
 SMOKE = CONFIG["suites"]["smoke"]
+SMOKE_TASK = next(iter(SMOKE["tasks"]))
 
 
 def suite_config(suite: str, edit=None) -> dict:
@@ -328,6 +329,39 @@ def test_report_contains_tables_plots_and_protocol(smoke):
     html = (smoke / "report.html").read_text(errors="replace")
     for needle in ("main.html", "ablation-gamma.png", "qualitative-box.png", "sigma_y = 0.001"):
         assert needle in html, needle
+
+
+@pytest.mark.slow
+def test_verify_target_rehashes_the_suite_and_fails_on_a_broken_link(smoke, tmp_path):
+    """`snakemake verify` runs `dwgf verify` after the default targets (here all up to date), passes on the clean
+    suite (its own report under audit/ and log under logs/ are not "unexpected"), is not part of the default target,
+    and runs again -- failing, naming the file and its repair -- once a file was changed behind Snakemake's back."""
+    import json
+
+    work = copy_workdir(smoke, tmp_path / "work")  # the shared run stays read-only
+    root = work / "results" / "smoke"
+    result = snakemake(work, targets=("verify",))
+    assert job_stats(result.stdout + result.stderr) == {"verify": 1, "total": 1}  # nothing else re-ran
+    report = json.loads((root / "audit" / "verify.json").read_text())
+    assert report["ok"] and report["problems"] == [] and report["n_records"] > 0
+    assert "OK: every file matches its record" in (root / "logs" / "verify" / "verify.log").read_text()
+    default = dry_run(work, "smoke")
+    assert default.returncode == 0 and "Nothing to be done" in default.stdout + default.stderr
+
+    observation = f"observations/{SMOKE_TASK}/{SMOKE['data']['ids'][0]}.npz"
+    data = bytearray((root / observation).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (root / observation).write_bytes(bytes(data))
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--configfile"]
+    command += [str(REPO / "config.yaml"), "-c", "2", "verify", "--config", "suite=smoke"]
+    failed = subprocess.run(command, cwd=work, env=environment(), capture_output=True, text=True, timeout=1800)
+    assert failed.returncode != 0, failed.stdout[-3000:] + failed.stderr[-3000:]
+    log = (root / "logs" / "verify" / "verify.log").read_text()
+    assert re.search(rf"^MODIFIED\s+{re.escape(observation)}:", log, re.M), log[-3000:]
+    assert "--forcerun" in log and f"observations/{SMOKE_TASK}/observe.prov.json" in log
+    report = json.loads((root / "audit" / "verify.json").read_text())
+    assert not report["ok"] and observation in {p["path"] for p in report["problems"]}
+    assert not [p for p in report["problems"] if p["path"].startswith(("audit/", "logs/"))], report["problems"]
 
 
 def comparable(df: pd.DataFrame) -> pd.DataFrame:

@@ -18,7 +18,8 @@ Vocabulary
 Layout under ``<results>/<suite>/`` (:data:`LAYOUT`): ``data/`` (acquired images), ``prior/``,
 ``observations/<task>/``, ``solve/<method>/<task>/<variant>/`` (per-image files in ``images/`` plus one
 completion record per shard), ``metrics/...`` (Parquet per shard), ``metrics.parquet`` and
-``set_metrics.parquet`` (aggregated), ``tables/``, ``plots/``, ``logs/`` and ``benchmarks/``.
+``set_metrics.parquet`` (aggregated), ``tables/``, ``plots/``, ``logs/``, ``benchmarks/`` and ``audit/`` (the
+report of ``snakemake verify``; ``logs/``, ``benchmarks/`` and ``audit/`` are not covered by provenance records).
 
 This module never imports torch: it runs at Snakefile parse time.
 """
@@ -66,6 +67,7 @@ LAYOUT = {
     "table_runtime": "tables/runtime.{ext}",
     "plot_ablation": "plots/ablation-{ablation}.png",
     "plot_qualitative": "plots/qualitative-{task}.png",
+    "verify": "audit/verify.json",
     "log": "logs/{rule}/{name}.log",
     "benchmark": "benchmarks/{rule}/{name}.tsv",
 }

@@ -94,8 +94,9 @@ rule qualitative:
         " --out {output.png:q} > {log:q} 2>&1"
 
 
-# `snakemake -c 2 verify`: build everything, then re-hash the whole suite with `dwgf verify` (dwgf/audit/README.md). It exits
-# non-zero on any broken provenance link; the log names each file and the `snakemake --forcerun` command repairing it.
+# `snakemake -c 2 verify`: build everything, then re-hash the whole suite with `dwgf verify` (dwgf/audit/README.md).
+# It exits non-zero on any broken provenance link; the log names each file and the `snakemake --forcerun` command
+# that repairs it.
 # No declared output on purpose: Snakemake always runs an output-less job when it is requested, so a file tampered
 # with after an earlier verify is still caught (a declared verify.json would make a second `verify` a no-op, and on
 # failure Snakemake would delete the report). The JSON report goes to audit/, a folder verify itself exempts, and
