@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from audit_smoke import REPO, copy_workdir, run, smoke_workdir, snakemake
+from audit_smoke import REPO, copy_workdir, resumed_workdir, run, smoke_workdir
 
 from dwgf.audit import LINK_COLUMNS, ResultsIndex, format_trace, trace, verify_results
 from dwgf.cli import main
@@ -497,14 +497,15 @@ def test_smoke_repair_command_restores_original_bytes(smoke, smoke_plan, tmp_pat
 
 
 @pytest.mark.slow
-def test_second_run_reproduces_observation_and_solver_checksums(smoke, smoke_plan, tmp_path):
-    """An independent run (own temp dir) of the observations and one task's solves gives identical bytes."""
-    plan, task = smoke_plan, smoke_plan.tasks[0]
+def test_second_run_reproduces_observation_and_solver_checksums(smoke, smoke_plan, tmp_path_factory):
+    """An independent run (own temp dir; the session's killed-and-resumed run, tests/audit_smoke.py) gives identical
+    bytes for every observation and every solver output of every method, task and variant."""
+    plan = smoke_plan
+    second_run = resumed_workdir(tmp_path_factory).workdir
     observe = [f"{SMOKE}/observations/{t}/observe.prov.json" for t in plan.tasks]
-    solve = [f"{SMOKE}/solve/{m}/{task}/main/shard-000.prov.json" for m in plan.methods]
-    snakemake(tmp_path, targets=tuple(observe + solve))
+    solve = [f"{SMOKE}/solve/{j.method}/{j.task}/{j.variant}/shard-{j.shard}.prov.json" for j in plan.solve_jobs()]
     for relative in observe + solve:
-        first, second = read_record(smoke / relative), read_record(tmp_path / relative)
+        first, second = read_record(smoke / relative), read_record(second_run / relative)
         assert first["config_sha256"] == second["config_sha256"] and first["seeds"] == second["seeds"]
         # per-image solve records (<id>.json) hold runtimes and memory, so they are not byte-stable by design
         stable = {p: d for p, d in first["outputs"].items() if not p.endswith(".json")}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from audit_smoke import smoke_workdir, snakemake
+from audit_smoke import smoke_report
 from PIL import Image
 
 from dwgf.audit.browser import find_chromium, rendered_dom, screenshot, with_clicks
@@ -54,11 +54,7 @@ def test_browser_errors_are_clear(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def report_html(tmp_path_factory) -> Path:
-    workdir = smoke_workdir(tmp_path_factory)
-    out = workdir / "report.html"
-    if not out.is_file():
-        snakemake(workdir, "--report", str(out))
-    return out
+    return smoke_report(tmp_path_factory)  # made once per session, shared with tests/test_workflow.py
 
 
 def _keep(png: Path) -> None:

@@ -1,16 +1,16 @@
 """The Snakemake workflow: config validation, the suite plan, the paper DAG, the smoke suite end to end, and a
 killed-and-resumed run that must give the same metrics as an uninterrupted one.
 
-The end-to-end tests share the session's single smoke run (tests/audit_smoke.py) and are marked ``slow``.
+The end-to-end tests are marked ``slow`` and share the session's smoke runs (tests/audit_smoke.py): the clean run,
+read-only (a test that re-runs jobs works on a copy), and the killed-and-resumed run, which tests/test_audit.py also
+uses as its independent second run.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from audit_smoke import REPO, copy_workdir, environment, smoke_workdir, snakemake
+from audit_smoke import REPO, copy_workdir, environment, resumed_workdir, smoke_report, smoke_workdir, snakemake
 
 from dwgf.pipeline.config import ConfigError, load_config, validate_config
 from dwgf.pipeline.plan import MAIN, Plan, format_value
@@ -324,9 +324,8 @@ def test_smoke_tables_plots_and_records(smoke):
 
 
 @pytest.mark.slow
-def test_report_contains_tables_plots_and_protocol(smoke):
-    snakemake(smoke, "--report", "report.html")
-    html = (smoke / "report.html").read_text(errors="replace")
+def test_report_contains_tables_plots_and_protocol(tmp_path_factory):
+    html = smoke_report(tmp_path_factory).read_text(errors="replace")  # shared with tests/test_report.py
     for needle in ("main.html", "ablation-gamma.png", "qualitative-box.png", "sigma_y = 0.001"):
         assert needle in html, needle
 
@@ -372,29 +371,14 @@ def comparable(df: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_identical_metrics(smoke, tmp_path):
+def test_killed_run_resumes_to_identical_metrics(smoke, tmp_path_factory):
+    """A run SIGKILLed mid-way (tests/audit_smoke.py: resumed_workdir), unlocked and resumed with
+    --rerun-incomplete, gives the metrics of the uninterrupted run."""
     from dwgf.metrics.schema import read_metrics
 
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--configfile"]
-    command += [str(REPO / "config.yaml"), "-c", "2", "--config", "suite=smoke"]
-    root = tmp_path / "results" / "smoke"
-    process = subprocess.Popen(
-        command, cwd=tmp_path, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 1800
-        while len(list(root.glob("solve/*/*/*/shard-*.prov.json"))) < 3:
-            assert process.poll() is None, "the run ended before it could be interrupted"
-            assert time.monotonic() < deadline, "no solve shard finished in time"
-            time.sleep(0.5)
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)  # the whole process group: snakemake and its running jobs
-        process.wait()
-    assert not (root / "metrics.parquet").exists()
-    snakemake(tmp_path, "--unlock")  # a killed Snakemake leaves its directory lock behind
-    snakemake(tmp_path, "--rerun-incomplete")
+    resumed = resumed_workdir(tmp_path_factory)
+    assert resumed.shards_at_kill >= 3 and not resumed.finished_at_kill  # it really was interrupted mid-way
     for name in ("metrics.parquet", "set_metrics.parquet"):
-        resumed = comparable(read_metrics(root / name))
+        again = comparable(read_metrics(resumed.workdir / "results" / "smoke" / name))
         reference = comparable(read_metrics(smoke / "results" / "smoke" / name))
-        pd.testing.assert_frame_equal(resumed, reference, check_exact=False, rtol=1e-6)
+        pd.testing.assert_frame_equal(again, reference, check_exact=False, rtol=1e-6)
