@@ -28,9 +28,10 @@ $SUDO bash tests/slurm/start-local-slurm.sh || fail "tests/slurm/start-local-slu
 out=$(sbatch --parsable --wait -t 2 --mem 100 -o /dev/null --wrap true) || fail "sbatch of a trivial CPU job failed"
 gpu=$(sbatch --parsable --wait -t 2 --mem 100 --gpus=1 -o /dev/null --wrap 'test "$CUDA_VISIBLE_DEVICES" = 0') ||
   fail "a job with --gpus=1 failed (fake GRES gpu:1 missing? see /etc/slurm/gres.conf)"
-for _ in $(seq 20); do
+for _ in $(seq 60); do
   rec=$(sacct -n -X -P -j "$out,$gpu" -o JobID,State,ReqTRES 2>/dev/null || true)
-  [ "$(grep -c COMPLETED <<<"$rec")" = 2 ] && break
+  # slurmdbd can store a job's TRES a moment after its state: wait for both, not only COMPLETED.
+  [ "$(grep -c COMPLETED <<<"$rec")" = 2 ] && grep "^$gpu|" <<<"$rec" | grep -q "gres/gpu=1" && break
   sleep 1
 done
 grep -q COMPLETED <<<"$(grep "^$out|" <<<"$rec")" || fail "sacct has no COMPLETED record of job $out (slurmdbd?): $rec"

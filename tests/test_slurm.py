@@ -108,7 +108,9 @@ def _sacct(job_ids: list[str]) -> dict[str, dict[str, str]]:
         for line in out.stdout.splitlines():
             row = dict(zip(fields, line.split("|")))
             records[row["JobID"]] = row
-        if set(job_ids) <= set(records) and not any(r["State"] in ("PENDING", "RUNNING") for r in records.values()):
+        # slurmdbd can store a job's TRES a moment after its final state: wait for both.
+        settled = not any(r["State"] in ("PENDING", "RUNNING") or not r["ReqTRES"] for r in records.values())
+        if set(job_ids) <= set(records) and settled:
             break
         time.sleep(1)
     return records
@@ -251,9 +253,9 @@ def test_smoke_suite_through_slurm(cluster, tmp_path):
 
     With snakemake-executor-plugin-slurm 2.8.0 the controller never notices a scancel-ed job: sacct reports it as
     ``CANCELLED by <uid>``, which the plugin does not match against its failure states, so it waits for the job
-    forever (workflow/profiles/slurm/README.md). The test therefore does what a user does after such an event (or after losing the
-    login node): it kills the controller, unlocks, and reruns the same command, which must finish the cancelled
-    job and its successors without resubmitting finished work.
+    forever (workflow/profiles/slurm/README.md). The test therefore does what a user does after such an event (or
+    after losing the login node): it kills the controller, unlocks, and reruns the same command, which must finish
+    the cancelled job and its successors without resubmitting finished work.
     """
     targets = _smoke_targets()
     env = _env()

@@ -173,9 +173,11 @@ for pair in "$new_conf:$SLURM_CONF" "$new_gres:$GRES_CONF"; do
 done
 
 # --- accounting: MariaDB + slurmdbd ------------------------------------------------------------------------
+mariadb_started=0
 if ! pgrep -x mariadbd >/dev/null; then
   log "starting MariaDB"
   service mariadb start >/dev/null || die "MariaDB failed to start (see /var/log/mysql/ or 'service mariadb start')"
+  mariadb_started=1
 fi
 wait_for 30 "mariadb" mariadb -e "SELECT 1" || die "MariaDB does not answer 'mariadb -e \"SELECT 1\"'"
 mariadb -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
@@ -195,6 +197,11 @@ StorageLoc=slurm_acct_db
 CONF
 if ! cmp -s "$new_conf" "$DBD_CONF"; then
   install -m 600 -o slurm -g slurm "$new_conf" "$DBD_CONF"
+  stop_daemon slurmdbd
+elif [ "$mariadb_started" = 1 ] && pgrep -x slurmdbd >/dev/null; then
+  # A slurmdbd that outlived its database keeps a dead connection and drops job records (seen: a job's
+  # AllocTRES missing in sacct), so it is restarted against the fresh MariaDB.
+  log "restarting slurmdbd (MariaDB was down)"
   stop_daemon slurmdbd
 fi
 pgrep -x slurmdbd >/dev/null || slurmdbd || die "slurmdbd failed to start (see $LOGDIR/slurmdbd.log)"
