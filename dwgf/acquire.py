@@ -30,6 +30,7 @@ Trust rules (stated once, applied everywhere):
 
 from __future__ import annotations
 
+import abc
 import copy
 import fnmatch
 import io
@@ -587,15 +588,17 @@ def _pick(index: dict[str, list[str]], image_id: str, where: str) -> str:
     return matches[0]
 
 
-class _ImageReader:
-    def read(self, image_id: str) -> tuple[bytes, str]:
-        raise NotImplementedError
+class _ImageReader(abc.ABC):
+    """One image source (folder, archive, dataset repo): raw bytes by id, and a description for the manifest."""
 
-    def describe(self) -> dict[str, Any]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def read(self, image_id: str) -> tuple[bytes, str]: ...
 
-    def close(self) -> None:
-        pass
+    @abc.abstractmethod
+    def describe(self) -> dict[str, Any]: ...
+
+    def close(self) -> None:  # noqa: B027 - most readers hold nothing open; archive readers override it
+        return None
 
 
 class _FolderReader(_ImageReader):
