@@ -468,3 +468,26 @@ def test_tiny_sd_smoke(tiny_sd_prior, name):
     assert result.latents.shape == (3, *prior.latent_shape(64))
     for module in (prior.unet, prior.vae):
         assert all(p.grad is None and not p.requires_grad for p in module.parameters())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["dwgf", *BASELINES])
+def test_cuda_solve_matches_cpu(tiny_sd_path, name):
+    """Every solver on CUDA follows its CPU run: the same CPU generator feeds both (``solvers.base.randn``)."""
+    from dwgf.priors import load_prior
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    operator = make_operator("box_inpainting", 64)
+    y = operator(torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1)
+    particles = {}
+    for device in ("cpu", "cuda"):
+        prior = load_prior(tiny_sd_path, device=device)
+        result = get_solver(name)(
+            prior, operator, y.to(device), 2, torch.Generator().manual_seed(0), n_steps=3, progress=False
+        )
+        assert result.ok and result.particles.device.type in ("cpu", device)
+        particles[device] = result.particles.cpu().double()
+    difference = (particles["cpu"] - particles["cuda"]).abs().max().item()
+    print(f"{name}: max |cpu - cuda| = {difference:.3g} over 3 steps")
+    assert difference < 1e-3
