@@ -256,6 +256,29 @@ def test_testbed_metrics_against_direct_computation():
     assert "projections=64;seed=3" in by_metric["sliced_w2"]["protocol"]
 
 
+def test_sliced_reference_is_reusable_and_exact():
+    """One SlicedReference per observation serves every particle set with the numbers of a fresh computation."""
+    g = torch.Generator().manual_seed(7)
+    samples = torch.randn(50, 3, 4, 4, generator=g, dtype=torch.float64)
+    reference = testbed.SlicedReference(samples, n_projections=32, seed=5)
+    for n in (1, 2, 4):
+        particles = torch.randn(n, 3, 4, 4, generator=g, dtype=torch.float64)
+        assert reference.distance(particles) == testbed.sliced_wasserstein2(particles, samples, 32, 5)
+    # the memoised directions are handed out as copies: a caller's edit cannot leak into later draws
+    first = testbed.random_directions(32, 48, seed=5)
+    first.zero_()
+    assert testbed.random_directions(32, 48, seed=5).abs().sum() > 0
+    mean, std = samples.mean(0), samples.std(0)
+    keys = KEYS.for_image("00004")
+    assert posterior_rows(particles, mean, std, reference, keys) == posterior_rows(
+        particles, mean, std, samples, keys, n_projections=32, seed=5
+    )
+    with pytest.raises(ValueError, match="dims per sample"):
+        reference.distance(torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="n_projections"):
+        testbed.SlicedReference(samples, n_projections=0)
+
+
 # -- FID / KID --------------------------------------------------------------------------------------------
 
 

@@ -38,9 +38,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: `dwgf --help` and other verbs should not pay for it
+    import torch
 
 #: The three test-bed tasks: operator name -> ``make_operator`` parameters at 64 px. Compressed sensing keeps
 #: 10 % of the 12,288 pixel values (m = 1229): at that size Phi stays cached in memory, so one forward is a
@@ -133,6 +134,8 @@ def load_or_fit_prior(path: str | None, save_to: str | None = None, log=print):
 
 def ground_truths(prior, regime: str, n_images: int, seed: int, test_ids: list[str]) -> tuple[torch.Tensor, list[str]]:
     """(images (n, 3, 64, 64), ids) of one regime: held-out crops or prior samples D(z), z ~ p_0."""
+    import torch
+
     from dwgf.seeding import derive_seed, make_generator
 
     if regime == "real":
@@ -160,6 +163,8 @@ def prior_mean_image(prior) -> torch.Tensor:
 
 
 def _metrics(particles: torch.Tensor, gt: torch.Tensor, posterior) -> dict[str, float]:
+    import torch
+
     from dwgf.metrics.testbed import posterior_mean_psnr, spread_ratio
 
     particles = particles.detach().to(torch.float64)
@@ -332,6 +337,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    import torch
+
     from dwgf.io import atomic_write_text
 
     torch.set_num_threads(max(1, args.threads))

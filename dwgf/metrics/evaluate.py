@@ -140,7 +140,7 @@ def posterior_rows(
     particles: torch.Tensor,
     posterior_mean: torch.Tensor,
     posterior_std: torch.Tensor,
-    posterior_samples: torch.Tensor,
+    posterior_samples: torch.Tensor | testbed.SlicedReference,
     keys: RowKeys,
     *,
     data_range: float = 2.0,
@@ -151,15 +151,22 @@ def posterior_rows(
     """Exact-posterior rows of one image: ``posterior_mean_psnr``, ``spread_ratio``, ``sliced_w2``.
 
     ``space`` (``image`` or ``latent``) is recorded in the protocol, with the data range / projections / seed.
+    ``posterior_samples`` may be a :class:`~dwgf.metrics.testbed.SlicedReference` built once per observation
+    (then its own ``n_projections`` and ``seed`` are used and recorded); the rows are the same.
     """
+    if isinstance(posterior_samples, testbed.SlicedReference):
+        reference = posterior_samples
+    else:
+        reference = testbed.SlicedReference(posterior_samples, n_projections, seed)
+    n_projections, seed = reference.n_projections, reference.seed
     n = torch.as_tensor(particles).shape[0]
     finite = bool(torch.isfinite(torch.as_tensor(particles)).all())
     status = STATUS_OK if finite else STATUS_NON_FINITE
     psnr = testbed.posterior_mean_psnr(particles, posterior_mean, data_range) if finite else None
     spread = testbed.spread_ratio(particles, posterior_std) if finite and n >= 2 else None
     spread_status = status if n >= 2 else STATUS_TOO_FEW
-    sw = testbed.sliced_wasserstein2(particles, posterior_samples, n_projections, seed) if finite else None
-    m = torch.as_tensor(posterior_samples).shape[0]
+    sw = reference.distance(particles) if finite else None
+    m = reference.n_samples
     return [
         keys.row(metric="posterior_mean_psnr", protocol=f"space={space};data_range={data_range:g}", value=psnr,
                  status=status, network=PIXEL_IMPLEMENTATION),

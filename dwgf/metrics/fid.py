@@ -62,6 +62,10 @@ NETWORKS = (NETWORK_CLEANFID, NETWORK_FID_HELPER)
 CLEANFID_INCEPTION_FILE = "inception-2015-12-05.pt"
 FEATURE_DIM = 2048
 INPUT_SIZE = 299
+#: Inception batch on the CPU. Measured here (torch 2.14.1, 1 thread, 64 images): 162-172 ms/image at batch 4-8
+#: against 188-204 at 32; at batch <= 8 every image's features were bit-identical to featurising it alone,
+#: at 16 and above they differed by ~2e-6 (another convolution path).
+BATCH_SIZE = 8
 
 #: protocol names written to the ``protocol`` column of FID/KID rows
 FID_PROTOCOL = "clean-fid:clean"
@@ -184,7 +188,7 @@ def image_key(image: np.ndarray) -> str:
 
 
 def extract_features(
-    images: Iterable[str | os.PathLike | np.ndarray], network: FeatureNetwork, batch_size: int = 32
+    images: Iterable[str | os.PathLike | np.ndarray], network: FeatureNetwork, batch_size: int = BATCH_SIZE
 ) -> np.ndarray:
     """Features (n, 2048) float64 of PNG paths / uint8 arrays, in order (no memoisation)."""
     batch: list[torch.Tensor] = []
@@ -209,7 +213,7 @@ class FeatureStore:
     network raises.
     """
 
-    def __init__(self, network: FeatureNetwork, batch_size: int = 32):
+    def __init__(self, network: FeatureNetwork, batch_size: int = BATCH_SIZE):
         self.network = network
         self.batch_size = batch_size
         self._memo: dict[str, np.ndarray] = {}
@@ -244,7 +248,7 @@ class FeatureStore:
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, network: FeatureNetwork, batch_size: int = 32) -> FeatureStore:
+    def load(cls, path: str | os.PathLike, network: FeatureNetwork, batch_size: int = BATCH_SIZE) -> FeatureStore:
         with np.load(path) as data:
             if str(data["network"]) != network.network:
                 raise ValueError(

@@ -27,6 +27,7 @@ Metrics:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -68,13 +69,22 @@ def spread_ratio(particles: torch.Tensor, posterior_std: torch.Tensor) -> float:
     return float(x.std(dim=0, correction=1).mean() / s.mean())
 
 
-def random_directions(n_projections: int, dim: int, seed: int) -> torch.Tensor:
-    """(L, D) unit vectors, uniform on the sphere, from a generator seeded with ``seed`` (float64)."""
-    if n_projections < 1:
-        raise ValueError(f"n_projections must be >= 1, got {n_projections}")
+@functools.lru_cache(maxsize=8)
+def _directions(n_projections: int, dim: int, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(int(seed))
     theta = torch.randn(n_projections, dim, generator=generator, dtype=torch.float64)
     return theta / theta.norm(dim=1, keepdim=True)
+
+
+def random_directions(n_projections: int, dim: int, seed: int) -> torch.Tensor:
+    """(L, D) unit vectors, uniform on the sphere, from a generator seeded with ``seed`` (float64).
+
+    The draw depends only on (L, D, seed), so it is memoised (an evaluation process asks for the same directions
+    for every image); a copy is returned, so callers may modify it.
+    """
+    if n_projections < 1:
+        raise ValueError(f"n_projections must be >= 1, got {n_projections}")
+    return _directions(int(n_projections), int(dim), int(seed)).clone()
 
 
 def wasserstein2_1d_squared(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -91,6 +101,34 @@ def wasserstein2_1d_squared(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return ((x[:, ix] - y[:, iy]) ** 2 * weights).sum(axis=1)
 
 
+class SlicedReference:
+    """Exact posterior samples projected once on the sliced-W2 directions.
+
+    Every method, variant and particle count evaluated on one observation compares its particles with the same
+    posterior samples and (seeded) directions, so an evaluation process builds this once per observation and
+    calls :meth:`distance` per particle set: the (M x D) @ (D x L) projection of the samples is the expensive
+    part. ``SlicedReference(samples, L, seed).distance(particles)`` equals
+    ``sliced_wasserstein2(particles, samples, L, seed)`` exactly (the latter is implemented with it).
+    """
+
+    def __init__(self, posterior_samples: torch.Tensor, n_projections: int = DEFAULT_PROJECTIONS, seed: int = 0):
+        if n_projections < 1:
+            raise ValueError(f"n_projections must be >= 1, got {n_projections}")
+        y = _flat(posterior_samples, "posterior_samples")
+        self.dim, self.n_samples = y.shape[1], y.shape[0]
+        self.n_projections, self.seed = int(n_projections), int(seed)
+        self._theta = _directions(self.n_projections, self.dim, self.seed)
+        self._projected = (y @ self._theta.T).T.numpy()
+
+    def distance(self, particles: torch.Tensor) -> float:
+        """SW_2 between ``particles`` (N, *dims) and the reference samples."""
+        x = _flat(particles, "particles")
+        if x.shape[1] != self.dim:
+            raise ValueError(f"particles have {x.shape[1]} dims per sample, posterior_samples {self.dim}")
+        px = (x @ self._theta.T).T.numpy()
+        return float(math.sqrt(wasserstein2_1d_squared(px, self._projected).mean()))
+
+
 def sliced_wasserstein2(
     particles: torch.Tensor,
     posterior_samples: torch.Tensor,
@@ -102,9 +140,7 @@ def sliced_wasserstein2(
     y = _flat(posterior_samples, "posterior_samples")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"particles have {x.shape[1]} dims per sample, posterior_samples {y.shape[1]}")
-    theta = random_directions(n_projections, x.shape[1], seed)
-    px, py = (x @ theta.T).T.numpy(), (y @ theta.T).T.numpy()
-    return float(math.sqrt(wasserstein2_1d_squared(px, py).mean()))
+    return SlicedReference(y, n_projections, seed).distance(x)
 
 
 def sliced_protocol(n_projections: int, seed: int) -> str:
