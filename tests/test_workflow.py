@@ -9,6 +9,7 @@ uses as its independent second run.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import re
 import subprocess
@@ -149,6 +150,33 @@ def test_shards_cover_every_image_once():
 
 def test_format_value():
     assert [format_value(v) for v in (0.05, 8, 0.0, 2.0, 1e-5)] == ["0.05", "8", "0", "2", "1e-05"]
+
+
+def test_per_task_batches_cover_exactly_the_per_shard_jobs():
+    """metrics.jobs only regroups the work: the batches hold every per-shard unit once, with the same specs."""
+    for suite in ("demo", "smoke", "paper"):
+        plan = Plan(suite_config(suite))
+        per_shard = {
+            *plan.shard_metric_files(),
+            *plan.set_metric_files(),
+            *(f + ".prov.json" for f in plan.shard_metric_files() + plan.set_metric_files()),
+        }
+        outputs = [f for task in plan.tasks for f in plan.task_metric_outputs(task)]
+        assert len(outputs) == len(set(outputs)) and set(outputs) == per_shard, suite
+        for task in plan.tasks:
+            for unit in plan.evaluate_batch_spec(task)["units"]:
+                m, v = unit["spec"]["method"], unit["spec"]["variant"]
+                if unit["step"] == "evaluate":
+                    assert unit["spec"] == plan.evaluate_spec(m, task, v)
+                else:
+                    assert unit["spec"] == plan.set_metrics_spec(m, task, v)
+                    assert unit["shards"] == plan.shard_records(m, task, v)
+    # the grouping is not part of any spec: switching it re-runs nothing downstream
+    flipped = Plan(suite_config("smoke", lambda s: s["metrics"].update(jobs="per_task")))
+    base = Plan(suite_config("smoke"))
+    assert flipped.metrics_jobs == "per_task" and base.metrics_jobs == "per_shard"
+    assert flipped.evaluate_spec("dwgf", "box", MAIN) == base.evaluate_spec("dwgf", "box", MAIN)
+    assert flipped.report_spec() == base.report_spec()
 
 
 def test_specs_change_only_with_relevant_config():
@@ -318,9 +346,36 @@ def test_smoke_tables_plots_and_records(smoke):
         pixels = np.asarray(Image.open(png).convert("L"), dtype=float)
         assert pixels.shape[0] > 100 and pixels.shape[1] > 100 and pixels.std() > 5, png
     # every rule left a log and a benchmark
+    assert SMOKE["metrics"].get("jobs", "per_shard") == "per_shard"  # else the metric rule is evaluate_batch_<task>
     for rule in ("acquire_images", "fit_prior", "observe", "solve", "evaluate", "set_metrics", "aggregate", "tables"):
         assert list((root / "logs" / rule).rglob("*.log")), rule
         assert list((root / "benchmarks" / rule).rglob("*.tsv")), rule
+
+
+@pytest.mark.slow
+def test_per_task_metric_jobs_write_the_same_bytes_as_per_shard(smoke, tmp_path):
+    """Re-running the smoke suite's metrics as one job per task reproduces the per-shard files byte for byte."""
+    workdir = copy_workdir(smoke, tmp_path / "work")
+    override = tmp_path / "per_task.yaml"
+    override.write_text(yaml.safe_dump({"suites": {"smoke": {"metrics": {"jobs": "per_task"}}}}))
+    root = workdir / "results" / "smoke"
+    before = {p.relative_to(root): p.read_bytes() for p in root.rglob("*.parquet")}
+    records = {p.relative_to(root): json.loads(p.read_text()) for p in root.rglob("*.parquet.prov.json")}
+    rules = [f"evaluate_batch_{task}" for task in SMOKE["tasks"]]
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-c", "2", "--configfile"]
+    command += [str(REPO / "config.yaml"), str(override), "--config", "suite=smoke"]
+    result = subprocess.run([*command, "--forcerun", *rules, "--until", "aggregate"],
+                            cwd=workdir, env=environment(), capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert sorted(p.stem for p in (root / "logs" / "evaluate_batch").glob("*.log")) == sorted(SMOKE["tasks"])
+    after = {p.relative_to(root): p.read_bytes() for p in root.rglob("*.parquet")}
+    assert after.keys() == before.keys() and len(before) > 10
+    assert [str(k) for k in before if after[k] != before[k]] == []
+    for name, old in records.items():
+        new = json.loads((root / name).read_text())
+        assert new["started_at"] > old["started_at"], name  # really re-written by the batch
+        assert new["step"] == old["step"] and new["config"] == old["config"], name
+        assert new["outputs"] == old["outputs"] and new["inputs"] == old["inputs"], name
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """Workflow verbs: ``acquire-images``, ``fit-prior``, ``acquire-weights``, ``acquire-metric-weights``, ``observe``,
 ``solve``, ``evaluate``,
-``set-metrics``, ``aggregate``, ``tables``, ``plots``, ``qualitative`` and ``plan``.
+``set-metrics``, ``evaluate-batch``, ``aggregate``, ``tables``, ``plots``, ``qualitative`` and ``plan``.
 
 Each Snakemake rule calls exactly one of these verbs (``workflow/rules/*.smk``). Every verb takes
 
@@ -65,6 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--shards", required=True, nargs="+", help="records of `dwgf solve` (all shards)")
     p.add_argument("--images", required=True, help="record of `dwgf acquire-images` (the real set)")
     p.add_argument("--out", required=True, help="Parquet file to write")
+
+    verb("evaluate-batch", _evaluate_batch, "every evaluate and set-metrics unit of one task, in one process")
 
     p = verb("aggregate", _aggregate, "concatenate per-shard metrics into one long-format Parquet")
     p.add_argument("--metrics", required=True, nargs="+", help="per-shard metric Parquet files")
@@ -149,6 +151,13 @@ def _set_metrics(args: argparse.Namespace) -> int:
     from dwgf.pipeline.evaluate import set_metrics
 
     set_metrics(args.spec, args.root, args.shards, args.images, args.out)
+    return 0
+
+
+def _evaluate_batch(args: argparse.Namespace) -> int:
+    from dwgf.pipeline.evaluate import evaluate_batch
+
+    evaluate_batch(args.spec, args.root)  # the spec is the batch: Plan.evaluate_batch_spec
     return 0
 
 

@@ -20,6 +20,12 @@ Rows follow the long-format schema of :mod:`dwgf.metrics.schema` and are written
 ``set-metrics`` -- FID and KID (:func:`dwgf.metrics.evaluate.set_rows`) of each sample policy
 (``all_particles``: every particle of every image, the official FID's fake set; ``first_particle``) against
 the suite's ground-truth images, with the Inception named by ``metrics.fid_network``.
+
+``evaluate-batch`` -- every ``evaluate`` and ``set-metrics`` unit of one task in one process
+(``metrics.jobs: per_task``), sharing one :class:`EvaluationContext`: the torch import, the LPIPS nets, the
+prior, the exact posterior of each observation (it depends on the task and image, not on the method) and the
+Inception features of the ground truth are paid once instead of once per unit. Each unit writes the same Parquet
+file and provenance record as its own ``evaluate`` / ``set-metrics`` call would (a test compares the bytes).
 """
 
 from __future__ import annotations
@@ -56,28 +62,84 @@ def _image_keys(spec: dict[str, Any], record: dict[str, Any]):
     )
 
 
-def _posterior_rows(prior, operator, sigma_y: float, y, particles, latents, keys, seed: int) -> list[dict[str, Any]]:
+def _posterior_reference(prior, operator, sigma_y: float, y, seed: int) -> dict[str, Any]:
+    """The exact posterior p(z | y) of one observation, reduced to what :func:`_posterior_rows` needs."""
     import torch
 
-    from dwgf.metrics.evaluate import posterior_rows
+    from dwgf.metrics.testbed import SlicedReference
 
     posterior = prior.posterior(y, operator, sigma_y, sigma_dec=POSTERIOR_SIGMA_DEC)
     samples_z = posterior.sample(POSTERIOR_SAMPLES, make_generator(seed), dtype=torch.float64)
     samples_x = prior.decode(samples_z.to(prior.dtype)).to(torch.float64)
-    rows = posterior_rows(
-        particles.to(torch.float64), posterior.mean_image[0], posterior.std_image[0], samples_x, keys, space="image"
-    )
-    rows += posterior_rows(
-        latents.to(torch.float64).flatten(1),
-        posterior.mean_latent,
-        posterior.std_latent,
-        samples_z.flatten(1),
-        keys,
-        space="latent",
-    )
+    return {
+        "image": (posterior.mean_image[0], posterior.std_image[0], SlicedReference(samples_x)),
+        "latent": (posterior.mean_latent, posterior.std_latent, SlicedReference(samples_z.flatten(1))),
+    }
+
+
+def _posterior_rows(reference: dict[str, Any], particles, latents, keys) -> list[dict[str, Any]]:
+    import torch
+
+    from dwgf.metrics.evaluate import posterior_rows
+
+    rows = []
+    for space, values in (("image", particles.to(torch.float64)), ("latent", latents.to(torch.float64).flatten(1))):
+        mean, std, sliced = reference[space]
+        rows += posterior_rows(values, mean, std, sliced, keys, space=space)
     for row in rows:
         row["protocol"] += f";sigma_dec={POSTERIOR_SIGMA_DEC:g}"
     return rows
+
+
+class EvaluationContext:
+    """What an evaluation process loads or computes once and reuses across the units it evaluates.
+
+    ``dwgf evaluate`` and ``dwgf set-metrics`` use a fresh context per call; ``dwgf evaluate-batch`` shares one
+    across all units of a task. Every cache is keyed by everything its value depends on, so sharing changes no
+    number: the LPIPS nets by (torch_home, nets); the prior by its record; the exact posterior by (prior record,
+    task spec, image id, observation sha256, seed); the feature store by (network, torch_home), which memoises
+    features by image content.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple, Any] = {}
+
+    def _get(self, key: tuple, build):
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
+    def image_metrics(self, torch_home: str, nets: tuple[str, ...]):
+        from dwgf.metrics.evaluate import ImageMetrics
+
+        return self._get(("lpips", str(torch_home), nets), lambda: ImageMetrics.from_cache(torch_home, nets=nets))
+
+    def prior(self, root: Path, prior_record: str | os.PathLike):
+        from dwgf.pipeline.solve import load_pipeline_prior
+
+        key = ("prior", str(Path(prior_record).resolve()))
+        return self._get(key, lambda: load_pipeline_prior(root, prior_record, "cpu", "float64")[0])
+
+    def posterior(self, root: Path, prior_record, task: dict[str, Any], image_size: int, image_id: str,
+                  obs_sha: str, seed: int, load_y):  # fmt: skip
+        """The exact-posterior reference of one observation (``load_y()`` gives y when it must be computed)."""
+        import json
+
+        key = ("posterior", str(Path(prior_record).resolve()), json.dumps(task, sort_keys=True), image_size,
+               image_id, obs_sha, seed)  # fmt: skip
+
+        def build():
+            operator = build_operator(task, image_size)
+            prior = self.prior(root, prior_record)
+            return _posterior_reference(prior, operator, float(task["sigma_y"]), load_y(), seed)
+
+        return self._get(key, build)
+
+    def feature_store(self, network_name: str, torch_home: str):
+        from dwgf.metrics.fid import FeatureStore, load_feature_network
+
+        key = ("features", network_name, str(torch_home))
+        return self._get(key, lambda: FeatureStore(load_feature_network(network_name, torch_home)))
 
 
 def evaluate_shard(
@@ -88,15 +150,16 @@ def evaluate_shard(
     observations_record: str | os.PathLike,
     prior_record: str | os.PathLike,
     out: str | os.PathLike,
+    context: EvaluationContext | None = None,
 ) -> dict[str, Any]:
     import torch
 
-    from dwgf.metrics.evaluate import ImageMetrics
     from dwgf.metrics.runtime import solve_record_rows
     from dwgf.metrics.schema import write_metrics
-    from dwgf.pipeline.solve import load_pipeline_prior
 
     require(spec, "suite", "method", "task", "variant", "metrics", "prior_kind", "n_particles")
+    context = context or EvaluationContext()
+    recorder = Recorder("evaluate", root=root, config=spec)
     root = Path(root)
     shard = read_step_record(shard_record, "solve")
     images = read_step_record(images_record, "acquire-images")["extra"]["images"]
@@ -106,12 +169,8 @@ def evaluate_shard(
     nets = tuple((metrics_spec.get("lpips") or {}).get("nets", ["alex"]))
     if "alex" not in nets:
         raise ValueError("config key 'metrics.lpips.nets' must include 'alex' (the repo protocol and diversity use it)")
-    image_metrics = ImageMetrics.from_cache(torch_home, nets=nets)
+    image_metrics = context.image_metrics(torch_home, nets)
     use_posterior = bool(metrics_spec.get("posterior")) and spec["prior_kind"] == "gaussian_mixture"
-    prior = operator = None
-    if use_posterior:
-        prior, _ = load_pipeline_prior(root, prior_record, "cpu", "float64")
-        operator = build_operator(spec["task"], int(spec["image_size"]))
 
     rows: list[dict[str, Any]] = []
     inputs = [Path(shard_record), Path(images_record), Path(observations_record)]
@@ -135,11 +194,15 @@ def evaluate_shard(
         rows += image_metrics.rows(particles, gt, keys)
         if use_posterior:
             seeds[image_id] = derive_seed(spec["seed"], "posterior", spec["task"]["name"], image_id)
-            y = torch.from_numpy(load_observation(root, observations, image_id)["y"]).to(torch.float64)
-            sigma_y = float(spec["task"]["sigma_y"])
-            rows += _posterior_rows(prior, operator, sigma_y, y, particles, latents, keys, seeds[image_id])
+
+            def load_y(image_id=image_id):
+                return torch.from_numpy(load_observation(root, observations, image_id)["y"]).to(torch.float64)
+
+            reference = context.posterior(root, prior_record, spec["task"], int(spec["image_size"]), image_id,
+                                          keys.observation_sha256, seeds[image_id], load_y)  # fmt: skip
+            rows += _posterior_rows(reference, particles, latents, keys)
         inputs += [run_path, gt_path, obs_path]
-    recorder = Recorder("evaluate", root=root, config=spec, seeds=seeds)
+    recorder.seeds = seeds
     write_metrics(rows, out)
     recorder.extra["rows"] = len(rows)
     recorder.write(f"{out}.prov.json", outputs=[out], inputs=inputs)
@@ -152,12 +215,14 @@ def set_metrics(
     shard_records: list[str],
     images_record: str | os.PathLike,
     out: str | os.PathLike,
+    context: EvaluationContext | None = None,
 ) -> dict[str, Any]:
     from dwgf.metrics.evaluate import policy_images, set_rows
-    from dwgf.metrics.fid import FeatureStore, load_feature_network
     from dwgf.metrics.schema import RowKeys, write_metrics
 
     require(spec, "suite", "method", "task", "variant", "set_level", "fid_network", "torch_home", "n_particles")
+    context = context or EvaluationContext()
+    recorder = Recorder("set-metrics", root=root, config=spec, seeds={"kid": int(spec["seed"])})
     root = Path(root)
     images = read_step_record(images_record, "acquire-images")["extra"]["images"]
     particle_pngs: dict[str, list[Path]] = {}
@@ -171,8 +236,8 @@ def set_metrics(
                 particle_pngs[image_id] = [resolve(root, files[k]) for k in names]
                 hyper = hyper or _read_json(resolve(root, entry["record"])).get("hyper") or {}
     level = spec["set_level"]
-    network = load_feature_network(spec["fid_network"], spec["torch_home"])
-    store = FeatureStore(network)
+    store = context.feature_store(spec["fid_network"], spec["torch_home"])
+    network = store.network
     real_paths = [resolve(root, images[i]) for i in sorted(images)]
     real = store.features(real_paths)
     keys = RowKeys(
@@ -200,11 +265,41 @@ def set_metrics(
             kid=bool(level["kid"]),
             kid_seed=int(spec["seed"]),
         )
-    recorder = Recorder("set-metrics", root=root, config=spec, seeds={"kid": int(spec["seed"])})
     write_metrics(rows, out)
     inputs = [Path(p) for p in shard_records] + real_paths + [p for ps in particle_pngs.values() for p in ps]
     recorder.write(f"{out}.prov.json", outputs=[out], inputs=inputs)
     return {"rows": len(rows)}
+
+
+def evaluate_batch(batch: dict[str, Any], root: str | os.PathLike) -> dict[str, Any]:
+    """Run every unit of ``batch`` in this process with one shared :class:`EvaluationContext`.
+
+    ``batch`` (built by :meth:`dwgf.pipeline.plan.Plan.evaluate_batch_spec`)::
+
+        {"images": <images record>, "observations": <observe record>, "prior": <prior record>,
+         "units": [{"step": "evaluate", "spec": {...}, "shard": <solve record>, "out": <parquet>},
+                   {"step": "set-metrics", "spec": {...}, "shards": [<solve record>, ...], "out": <parquet>}, ...]}
+
+    Each unit writes exactly what ``dwgf evaluate`` / ``dwgf set-metrics`` would write for it.
+    """
+    from tqdm.auto import tqdm
+
+    require(batch, "images", "observations", "prior", "units")
+    context = EvaluationContext()
+    rows = 0
+    for unit in tqdm(batch["units"], desc="evaluate-batch", unit="unit", dynamic_ncols=True):
+        require(unit, "step", "spec", "out")
+        if unit["step"] == "evaluate":
+            require(unit, "shard")
+            done = evaluate_shard(unit["spec"], root, unit["shard"], batch["images"], batch["observations"],
+                                  batch["prior"], unit["out"], context=context)  # fmt: skip
+        elif unit["step"] == "set-metrics":
+            require(unit, "shards")
+            done = set_metrics(unit["spec"], root, unit["shards"], batch["images"], unit["out"], context=context)
+        else:
+            raise ValueError(f"batch unit 'step' must be 'evaluate' or 'set-metrics', got {unit['step']!r}")
+        rows += done["rows"]
+    return {"units": len(batch["units"]), "rows": rows}
 
 
 def _null_set_rows(keys, policy: str, network: str, level: dict[str, Any], status: str) -> list[dict[str, Any]]:

