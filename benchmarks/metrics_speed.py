@@ -2,7 +2,8 @@
 
 Not a test. What it times is what the issue's target names: the metrics of the demo suite (``config.yaml``'s
 ``demo``: 8 images x 2 tasks x 4 methods x 4 particles at 64 px plus the gamma / N ablations, 18 evaluation
-units and 8 FID/KID sets) computed by the workflow on this machine's cores::
+units and 8 FID/KID sets against the ground truth and against the extra reference set, whose statistics
+``reference_stats`` computes), computed by the workflow on this machine's cores::
 
     python benchmarks/metrics_speed.py                # needs a built demo (it runs `snakemake -c 2` first if not)
     python benchmarks/metrics_speed.py --cores 2 --repeat 2 --json out.json
@@ -14,8 +15,8 @@ Steps:
 2. it is copied (``cp -a``, mtimes kept) into a temporary results folder, so the real one is not touched;
 3. for each mode of ``metrics.jobs`` (``per_shard``: one ``dwgf evaluate`` per shard and one ``dwgf set-metrics``
    per set; ``per_task``: one ``dwgf evaluate-batch`` per task), ``snakemake -c CORES --forcerun <the metric
-   rules> --until aggregate`` re-runs the metric jobs and the aggregation; the wall time of that command
-   (Snakemake's own start-up included) and the CPU time of its children are printed;
+   rules> --until aggregate`` re-runs the metric jobs (``reference_stats`` included) and the aggregation; the
+   wall time of that command (Snakemake's own start-up included) and the CPU time of its children are printed;
 4. the Parquet files written by the two modes are compared byte for byte (they must be identical).
 """
 
@@ -49,9 +50,11 @@ def plan_for(suite: str, results: str, mode: str):
 
 
 def metric_rules(suite: str, results: str, mode: str) -> list[str]:
+    plan = plan_for(suite, results, mode)
+    rules = ["reference_stats"] if plan.reference else []  # the extra FID/KID reference set is metric work too
     if mode == "per_shard":
-        return ["evaluate", "set_metrics"]
-    return [f"evaluate_batch_{task}" for task in plan_for(suite, results, mode).tasks]
+        return [*rules, "evaluate", "set_metrics"]
+    return [*rules, *(f"evaluate_batch_{task}" for task in plan.tasks)]
 
 
 def snakemake(args: list[str], cores: int) -> tuple[float, float]:

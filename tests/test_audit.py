@@ -448,6 +448,7 @@ def test_smoke_run_verifies_and_records_every_job(smoke, smoke_plan):
         "solve": jobs,
         "evaluate": jobs,
         "set-metrics": len(plan.set_metric_groups()),
+        "reference-stats": 1 if plan.reference else 0,
         "aggregate": 1,
         "tables": 1,
         "plots": len(plan.ablations),

@@ -418,8 +418,10 @@ def test_set_rows_reference_stats_and_network_guard(tmp_path):
     stats = fid.ReferenceStats.from_features("ffhq-test", "net-a", real)
     stats = fid.ReferenceStats.load(stats.save(tmp_path / "ref.npz"), expected_network="net-a")
     rows += set_rows(fake, stats, KEYS, sample_policy="all_particles", reference_name="ffhq-test", network="net-a")
-    # the two paths take different matrix square roots (low-rank shortcut vs covariances): ~1e-9 apart
-    assert rows[0]["value"] == pytest.approx(rows[2]["value"], rel=1e-7)  # FID: features vs stored stats
+    assert rows[0]["value"] == pytest.approx(rows[2]["value"], rel=1e-12)  # FID: stored features, low-rank form
+    # without stored features the covariance square root is used: another matrix path, ~1e-9 apart
+    no_features = fid.ReferenceStats.from_features("ffhq-test", "net-a", real, keep_features=False)
+    assert no_features.fid(fake) == pytest.approx(rows[0]["value"], rel=1e-7)
     assert rows[1]["value"] == pytest.approx(rows[3]["value"], rel=1e-12)  # KID: stored features
     assert all(r["level"] == "set" and r["n_samples"] == 12 and r["image_id"] is None for r in rows)
     with pytest.raises(ValueError, match="net-a"):

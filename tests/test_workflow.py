@@ -54,6 +54,11 @@ def test_shipped_config_validates_for_every_suite():
         (lambda s: s["methods"]["dwgf"]["hyper"].update(gama=0.1), "suites.smoke.methods.dwgf.hyper", "gama"),
         (lambda s: s.update(image_size=60), "suites.smoke.image_size", "multiple of 8"),
         (lambda s: s["data"]["source"].update(path="x"), "suites.smoke.data.source", "path"),
+        (
+            lambda s: s["metrics"]["set_level"]["reference"].update(ids={"crops_per_image": 0}),
+            "suites.smoke.metrics.set_level.reference.ids.crops_per_image",
+            "minimum of 1",
+        ),
     ],
 )
 def test_schema_errors_name_the_key(edit, key, message):
@@ -70,6 +75,14 @@ def test_schema_errors_name_the_key(edit, key, message):
         (lambda s: s["ablations"]["gamma"].update(method="latent_dps"), "not a parameter of 'latent_dps'"),
         (lambda s: s["ablations"]["gamma"].update(images=3), "only 2 ids"),
         (lambda s: s["methods"]["dwgf"].update(per_task={"cs": {"n_steps": 2}}), "per_task.cs"),
+        (
+            lambda s: s["metrics"]["set_level"]["reference"].update(source={"kind": "folder", "path": "x"}),
+            "crops_per_image needs source kind 'bundled'",
+        ),
+        (
+            lambda s: s["metrics"]["set_level"]["reference"].update(ids=["chelsea-r0060-c0150", "coffee-r0000-c0000"]),
+            "must not contain test images, but shares ['chelsea-r0060-c0150']",
+        ),
     ],
 )
 def test_plan_cross_reference_errors(edit, message):
@@ -320,8 +333,14 @@ def test_smoke_metrics_parquet(smoke):
     ).all()
     sets = read_metrics(smoke / "results" / "smoke" / "set_metrics.parquet")
     policies = SMOKE["metrics"]["set_level"]["policies"]
-    assert len(sets) == len(SMOKE["methods"]) * len(SMOKE["tasks"]) * len(policies) * 2  # fid + kid
+    # fid + kid, against the ground truth and against the extra reference set
+    assert len(sets) == len(SMOKE["methods"]) * len(SMOKE["tasks"]) * len(policies) * 2 * 2
     assert set(sets["metric"]) == {"fid", "kid"} and sets["value"].notna().all()
+    stats = np.load(smoke / "results" / "smoke" / "reference" / "bundled-crops" / "stats.npz")
+    n_reference = int(stats["n"])
+    assert 2 <= n_reference <= 2 * 8 and stats["feats"].shape == (n_reference, 2048)
+    assert set(sets["reference"]) == {f"gt:smoke:{len(SMOKE['data']['ids'])}", f"ref:bundled-crops:{n_reference}"}
+    assert str(stats["network"]) == sets["network"].iloc[0]
 
 
 @pytest.mark.slow

@@ -47,8 +47,9 @@ from dwgf.provenance import RECORD_SUFFIX, config_hash
 
 #: Columns that link a per-image metric row to its artifacts (all required).
 LINK_COLUMNS = ("method", "task", "variant", "image_id", "particle", "observation_sha256", "run_sha256")
-#: Steps whose provenance record is itself the Snakemake output of the rule (a completion marker).
-MARKER_STEPS = ("acquire-images", "fit-prior", "acquire-weights", "observe", "solve")
+#: Steps whose provenance record is itself a Snakemake output of the rule (a completion marker; for
+#: reference-stats the record is declared beside stats.npz, while its images are not Snakemake outputs).
+MARKER_STEPS = ("acquire-images", "fit-prior", "acquire-weights", "observe", "solve", "reference-stats")
 EXAMPLE_COLUMNS = ("method", "task", "variant", "image_id", "particle", "sample_policy", "metric", "protocol", "value")
 KINDS = ("missing", "modified", "stale", "unexpected", "bad-record", "stale-rows", "unlinked-rows")
 

@@ -1,6 +1,6 @@
 """Workflow verbs: ``acquire-images``, ``fit-prior``, ``acquire-weights``, ``acquire-metric-weights``, ``observe``,
-``solve``, ``evaluate``,
-``set-metrics``, ``evaluate-batch``, ``aggregate``, ``tables``, ``plots``, ``qualitative`` and ``plan``.
+``solve``, ``evaluate``, ``set-metrics``, ``reference-stats``, ``evaluate-batch``, ``aggregate``, ``tables``,
+``plots``, ``qualitative`` and ``plan``.
 
 Each Snakemake rule calls exactly one of these verbs (``workflow/rules/*.smk``). Every verb takes
 
@@ -65,6 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--shards", required=True, nargs="+", help="records of `dwgf solve` (all shards)")
     p.add_argument("--images", required=True, help="record of `dwgf acquire-images` (the real set)")
     p.add_argument("--out", required=True, help="Parquet file to write")
+
+    p = verb("reference-stats", _reference_stats, "images + Inception statistics of the extra FID/KID reference set")
+    p.add_argument("--out", required=True, help="statistics to write (reference/<name>/stats.npz)")
 
     verb("evaluate-batch", _evaluate_batch, "every evaluate and set-metrics unit of one task, in one process")
 
@@ -151,6 +154,13 @@ def _set_metrics(args: argparse.Namespace) -> int:
     from dwgf.pipeline.evaluate import set_metrics
 
     set_metrics(args.spec, args.root, args.shards, args.images, args.out)
+    return 0
+
+
+def _reference_stats(args: argparse.Namespace) -> int:
+    from dwgf.pipeline.reference import reference_stats
+
+    reference_stats(args.spec, args.root, args.out)
     return 0
 
 

@@ -34,31 +34,42 @@ def acquire_images(spec: dict[str, Any], root: str | os.PathLike, out: str | os.
     require(spec, "source", "ids", "image_size")
     root = Path(root)
     recorder = Recorder("acquire-images", root=root, config=spec, seeds={})
-    size = int(spec["image_size"])
+    size, folder = int(spec["image_size"]), root / "data" / "images"
+    outputs, manifest = write_images(spec["source"], list(spec["ids"]), size, folder)
+    inputs = [manifest] if manifest else []
+    if manifest:
+        recorder.extra["source_manifest"] = relative_to_root(manifest, root)
+    recorder.extra["images"] = {image_id: relative_to_root(path, root) for image_id, path in outputs.items()}
+    return recorder.write(out, outputs=list(outputs.values()), inputs=inputs)
+
+
+def write_images(
+    source: dict[str, Any], ids: list[str], size: int, folder: Path, key: str = "data.ids"
+) -> tuple[dict[str, Path], Path | None]:
+    """Write ``<folder>/<id>.png`` for every id from ``source``; returns ({id: path}, source manifest or None).
+
+    Every written image is read back at ``size``. ``key`` names the config key of the ids in error messages.
+    """
     outputs: dict[str, Path] = {}
-    inputs: list[Path] = []
-    if spec["source"]["kind"] == "bundled":
+    manifest = None
+    if source["kind"] == "bundled":
         from dwgf.data.bundled import load_crop
 
-        for image_id in spec["ids"]:
+        for image_id in ids:
             try:
                 x = load_crop(image_id, size)
             except ValueError as error:
-                raise ValueError(f"config key 'data.ids': image id {image_id!r} cannot be loaded: {error}") from error
-            outputs[image_id] = save_png(x, image_path(root, image_id))
+                raise ValueError(f"config key {key!r}: image id {image_id!r} cannot be loaded: {error}") from error
+            outputs[image_id] = save_png(x, folder / f"{image_id}.png")
     else:
         from dwgf import acquire
 
-        dest = root / "data" / "images"
-        acquire.acquire_images(dict(spec["source"]), list(spec["ids"]), size, dest)
-        outputs = {image_id: image_path(root, image_id) for image_id in spec["ids"]}
-        manifest = dest / acquire.IMAGE_MANIFEST_NAME
-        recorder.extra["source_manifest"] = relative_to_root(manifest, root)
-        inputs.append(manifest)
+        acquire.acquire_images(dict(source), list(ids), size, folder)
+        outputs = {image_id: folder / f"{image_id}.png" for image_id in ids}
+        manifest = folder / acquire.IMAGE_MANIFEST_NAME
     for path in outputs.values():
         load_png(path, image_size=size)  # every written image must read back at the suite's size
-    recorder.extra["images"] = {image_id: relative_to_root(path, root) for image_id, path in outputs.items()}
-    return recorder.write(out, outputs=list(outputs.values()), inputs=inputs)
+    return outputs, manifest
 
 
 def crops_overlap(a: tuple[str, int, int], b: tuple[str, int, int], size: int) -> bool:

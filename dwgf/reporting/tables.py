@@ -201,10 +201,20 @@ def main_table(df: pd.DataFrame, set_df: pd.DataFrame, spec: dict[str, Any]) -> 
         "per-image value (mean over the image's particles); best per task and metric in bold; n/a = not computable "
         "(see the status column of metrics.parquet). FID/KID: all particles of all images vs the ground-truth "
         "images; with few images FID is strongly biased upwards. ok = images solved without error / attempted.",
+        *_reference_note(set_df),
         _settings_note(spec),
     ]
     rows = [(spec["methods"][m], cells[m]) for m in methods]
     return Table("Main results", "Method", groups, headers, rows, notes)
+
+
+def _reference_note(set_df: pd.DataFrame) -> list[str]:
+    """A note naming the extra reference set behind the "(ref)" columns, when the table has them."""
+    names = sorted(set(set_df["reference"].dropna()) - {r for r in set_df["reference"].dropna() if r.startswith("gt:")})
+    if not names:
+        return []
+    sets = ", ".join(f"{n.split(':')[1]} ({n.split(':')[2]} images)" for n in names)
+    return [f"FID/KID (ref): all particles vs the separate reference set {sets}, disjoint from the test images."]
 
 
 def _settings_note(spec: dict[str, Any]) -> str:

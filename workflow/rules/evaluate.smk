@@ -1,6 +1,25 @@
 # Steps 5-6: per-shard metrics, set-level metrics, aggregation.
 
 
+if PLAN.reference:
+
+    rule reference_stats:
+        output:
+            stats=PLAN.reference_stats_files(),
+            record=[f + ".prov.json" for f in PLAN.reference_stats_files()],
+        params:
+            spec=spec(PLAN.reference_spec),
+            root=R,
+        log:
+            PLAN.log("reference_stats", "reference_stats"),
+        benchmark:
+            PLAN.benchmark("reference_stats", "reference_stats")
+        resources:
+            **resources("evaluate"),
+        shell:
+            "dwgf reference-stats --spec {params.spec:q} --root {params.root:q} --out {output.stats:q} > {log:q} 2>&1"
+
+
 if PLAN.metrics_jobs == "per_shard":
 
     rule evaluate:
@@ -32,6 +51,7 @@ if PLAN.metrics_jobs == "per_shard":
             shards=lambda wc: PLAN.shard_records(wc.method, wc.task, wc.variant),
             images=PLAN.path("images_manifest"),
             weights=PLAN.metric_weight_inputs(),
+            reference=PLAN.reference_stats_files(),
         output:
             parquet=PLAN.path("set_metrics"),
             record=PLAN.path("set_metrics") + ".prov.json",
@@ -63,6 +83,7 @@ else:
                 observations=PLAN.path("observations", task=_task),
                 prior=PLAN.path("prior"),
                 weights=PLAN.metric_weight_inputs(),
+                reference=PLAN.reference_stats_files(),
             output:
                 PLAN.task_metric_outputs(_task),
             params:
