@@ -49,6 +49,9 @@ def test_reference_stats_artifact(tmp_path):
     assert set(record["outputs"]) == {"reference/crops/stats.npz", *(f"reference/crops/images/{i}.png" for i in ids)}
     with pytest.raises(ValueError, match="statistics were made by"):
         fid.ReferenceStats.load(out, expected_network="another-network")
+    # a new configuration replaces the images: none of the previous set is left behind
+    reference_stats(spec(ids[1:]), tmp_path, out)
+    assert sorted(p.name for p in pngs[0].parent.iterdir()) == sorted(f"{i}.png" for i in ids[1:])
     with pytest.raises(ValueError, match="test images"):
         reference_stats(spec([*ids, TEST_IDS[0]]), tmp_path, tmp_path / "other.npz")
     with pytest.raises(ValueError, match="at least 2"):

@@ -62,6 +62,10 @@ def reference_stats(spec: dict[str, Any], root: str | os.PathLike, out: str | os
     if shared and spec["source"].get("kind") == "bundled":
         raise ValueError(f"config key 'metrics.set_level.reference.ids': test images {shared[:5]} in the reference")
     folder = out.parent / "images"
+    # The folder belongs to this step: images of an earlier configuration would be files no record accounts for.
+    for stale in folder.glob("*.png") if folder.is_dir() else []:
+        if stale.stem not in set(ids):
+            stale.unlink()
     images, manifest = write_images(
         spec["source"], ids, int(spec["image_size"]), folder, key="metrics.set_level.reference.ids"
     )
