@@ -289,7 +289,7 @@ def test_main_table_means_and_bold_best():
             rows.append({"level": "image", "task": "box", "method": method, "variant": "main", "image_id": f"i{k}",
                          "particle": None, "metric": "runtime_s", "protocol": "wall_clock", "value": 1.0,
                          "sample_policy": None, "status": status, "network": "cpu"})  # fmt: skip
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame([{**row, "reference": None} for row in rows])
     spec = {"suite": "t", "ids": ["i0", "i1"], "image_size": 64, "methods": {"dwgf": "DWGF", "psld": "PSLD"},
             "tasks": {"box": {"label": "Box"}}, "settings": {m: {"box": {"n_particles": 2, "n_steps": 3, "hyper": {}}}
                                                              for m in ("dwgf", "psld")}}  # fmt: skip
@@ -301,6 +301,25 @@ def test_main_table_means_and_bold_best():
     assert cells["DWGF"][-1].text == "1/2"
     assert "**21.00 ± 1.41**" in render_markdown(table)
     assert "\\textbf{21.00 $\\pm$ 1.41}" in render_latex(table)
+    assert table.columns == ["PSNR ↑", "ok"] and not any("(ref)" in note for note in table.notes)
+
+    # set-level FID against the ground truth and against an extra reference set: two columns, each read from its rows
+    fid = {
+        ("dwgf", "gt:t:2"): 50.0,
+        ("psld", "gt:t:2"): 60.0,
+        ("dwgf", "ref:crops:10"): 40.0,
+        ("psld", "ref:crops:10"): 30.0,
+    }
+    set_df = pd.DataFrame([{"level": "set", "task": "box", "method": m, "variant": "main", "image_id": None,
+                            "particle": None, "metric": "fid", "protocol": "clean-fid:clean", "value": v,
+                            "sample_policy": "all_particles", "status": "ok", "network": "x", "reference": r}
+                           for (m, r), v in fid.items()])  # fmt: skip
+    table = main_table(df, set_df, spec)
+    cells = dict(table.rows)
+    assert table.columns == ["PSNR ↑", "FID ↓", "FID (ref) ↓", "ok"]
+    assert [cells["DWGF"][1].text, cells["PSLD"][1].text] == ["50.0", "60.0"] and cells["DWGF"][1].bold
+    assert [cells["DWGF"][2].text, cells["PSLD"][2].text] == ["40.0", "30.0"] and cells["PSLD"][2].bold
+    assert any("reference set crops (10 images)" in note for note in table.notes)
 
 
 def test_plan_verb(capsys):
