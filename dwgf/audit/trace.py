@@ -28,7 +28,7 @@ from dwgf.audit.index import RecordEntry, ResultsIndex
 METRICS_FILE = "metrics.parquet"
 SET_METRICS_FILE = "set_metrics.parquet"
 INTEGER_COLUMNS = ("particle", "n_particles", "n_samples")
-ROW_FIELDS = ("image_id", "particle", "sample_policy", "value", "status", "network", "run_sha256")
+ROW_FIELDS = ("image_id", "particle", "sample_policy", "reference", "value", "status", "network", "run_sha256")
 IMAGE_RECORD_KEYS = ("seed", "status", "runtime_s", "n_steps", "diverged_at_step", "hyper")
 
 
