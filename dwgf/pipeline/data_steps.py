@@ -19,10 +19,6 @@ from dwgf.pipeline.records import require
 from dwgf.provenance import Recorder, relative_to_root
 
 
-def image_path(root: str | os.PathLike, image_id: str) -> Path:
-    return Path(root) / "data" / "images" / f"{image_id}.png"
-
-
 def acquire_images(spec: dict[str, Any], root: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
     """Write ``data/images/<id>.png`` for every id of the suite, then the record ``out``.
 
