@@ -12,7 +12,8 @@ Variants, each run in its own subprocess so that the peak resident set size (``r
 * ``psld``, ``rlsd``, ``latent_dps``: the baselines' ``solve`` at their defaults, timed the same way (one PSLD /
   Latent-DPS step is one DDIM step; one RLSD step is one Adam step), for the cost table next to DWGF.
 * ``naive``: :func:`naive_dwgf`, written here to mirror the costs of the official ``src/algos/dwgf.py``
-  (paper.md §2.2, §8 items 3-4): the KDE score by autograd through a Python double loop of full Gaussian
+  (docs/method.md#dwgf, docs/official-code.md items 3-4): the KDE
+  score by autograd through a Python double loop of full Gaussian
   log-densities, the prior term as a surrogate loss, ``loss.backward()`` with every VAE weight requiring grad
   (the VAE weight gradients accumulate and are never zeroed), and every decoded image kept in a list on the
   device. It also does what both variants must do: a UNet forward, a decoder forward + backward, an encoder
@@ -66,7 +67,7 @@ def naive_dwgf(prior, operator, y, n_particles, generator, *, n_steps, gamma=0.1
     from dwgf.solvers.base import make_timesteps, noise_level, randn
 
     for vae in _vae_modules(prior):
-        vae.train()  # official decode_latents: vae.train() and requires_grad on every VAE weight (paper.md §8.4)
+        vae.train()  # official decode_latents: vae.train() and requires_grad on all VAE weights (docs/official-code.md)
         for parameter in vae.parameters():
             parameter.requires_grad_(True)
     device, model_dtype = prior.device, prior.dtype

@@ -4,13 +4,13 @@ Everything is checked against ``workflow/weights.lock.yaml`` (sha256 per file) a
 manifest of sha256s next to what it fetched, so later steps can prove which bytes they used.
 
 * :func:`acquire_weights` - the Stable Diffusion folder, from the hub (``huggingface_hub.snapshot_download`` at a
-  pinned commit, trying mirror repos in order: stabilityai removed SD-2.1-base in 2025, anchors.md §0 item 3,
-  paper.md §3.2) or from a pre-seeded local folder. Writes ``<dest>/MANIFEST.sha256.json``.
+  pinned commit, trying mirror repos in order: stabilityai removed SD-2.1-base in 2025, docs/weights.md,
+  docs/method.md#hyper-parameters) or from a pre-seeded local folder. Writes ``<dest>/MANIFEST.sha256.json``.
 * :func:`acquire_aux_weights` - the LPIPS backbones (torchvision ``alexnet-owt-7be5be79.pth``,
   ``vgg16-397923af.pth``) and clean-fid's Inception (``inception-2015-12-05.pt``) into a ``TORCH_HOME``-style
-  cache (``<cache>/hub/checkpoints/<file>``), from their URLs or a local folder (feasibility.md §3).
+  cache (``<cache>/hub/checkpoints/<file>``), from their URLs or a local folder (docs/install.md).
 * :func:`acquire_images` - FFHQ images by id from a folder, a zip/tar archive or a pinned Hugging Face dataset
-  repo of image files, converted to RGB PNGs of one size, with ``<dest>/manifest.json`` (paper.md §6).
+  repo of image files, converted to RGB PNGs of one size, with ``<dest>/manifest.json`` (docs/protocol.md#data).
 
 Trust rules (stated once, applied everywhere):
 
@@ -478,12 +478,13 @@ def acquire_images(source: dict[str, Any], ids: list[str], size: int, dest: str 
     * ``{"kind": "hf_dataset", "repo_id": ..., "revision": <40-hex>, "filename_template": "{id}.png"}``: single
       image files fetched with ``hf_hub_download`` (optional ``"cache_dir"``).
 
-    LMDB (the official DWGF data format, paper.md §6) is refused: its records are pickles, and unpickling
+    LMDB (the official DWGF data format, docs/protocol.md#data) is refused: its records are pickles, and unpickling
     downloaded data can run arbitrary code. Convert it offline with a trusted tool into PNG files first.
 
     Conversion: PIL decode, ``convert("RGB")`` (alpha dropped), then Lanczos resampling to ``size`` only if the
     image has another size (PIL ``Image.LANCZOS``, for down- and up-sampling alike; the official code keeps 512
-    px FFHQ as is, paper.md §6). Non-square images are refused rather than cropped. PNGs are written atomically;
+    px FFHQ as is, docs/protocol.md#data). Non-square images are refused rather than cropped. PNGs are written
+    atomically;
     the manifest records, per id, the output sha256, the original file's name, size and sha256, and whether it
     was resized. A missing id raises naming the id and the source.
     """
@@ -542,7 +543,8 @@ def _open_image_source(source: dict[str, Any]) -> _ImageReader:
     kind = source["kind"]
     if kind == "lmdb":
         raise ValueError(
-            "image source kind 'lmdb' is refused: LMDB records (the official DWGF FFHQ store, paper.md §6) are "
+            "image source kind 'lmdb' is refused: LMDB records (the official DWGF FFHQ store, docs/protocol.md#data) "
+            "are "
             "pickles, and unpickling downloaded data can run arbitrary code. Export the images to PNG files with a "
             "trusted tool and use a 'folder' or 'archive' source"
         )

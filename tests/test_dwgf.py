@@ -98,7 +98,9 @@ def official_reference(
     y_clean=None,
     sigma_y=None,
 ):
-    """paper.md §2.2 written the way the official code computes it; returns (latents, history of D(z), lik per step).
+    """docs/method.md#dwgf written the way the official code computes it.
+
+    Returns (latents, history of D(z), lik per step).
 
     Random draws follow the order documented in ``solve``: init, [per-particle noise], then per step eps, xi, encoder.
     """
@@ -277,7 +279,7 @@ def test_sr8_pseudo_inverse_beats_dwgf_both_far_above_prior_mean(testbed):
         pinv_db.append(psnr(A.pseudo_inverse(y), exact))
         assert dwgf_db[-1] > psnr(prior_mean, exact) + 5.0  # measured margins 18.9 / 8.0 dB
     # Measured honestly: on SR x8 the nearest-neighbour pseudo-inverse is closer to the exact posterior mean
-    # (mean gap 1.25 dB here, 1.6-1.8 dB with other seeds), as in the prototype (testbed-notes.md, finding 3).
+    # (mean gap 1.25 dB here, 1.6-1.8 dB with other seeds), as in the prototype (docs/testbed.md, finding 3).
     gap = sum(pinv_db) / 2 - sum(dwgf_db) / 2
     assert 0.5 < gap < 4.0, (pinv_db, dwgf_db)
 
@@ -368,7 +370,7 @@ def test_trace_is_off_by_default(testbed):
 
 
 def test_default_time_grid_is_the_official_loop():
-    # solve's default n_steps=998 runs t = 999, 998, ..., 2 (paper.md §2.1), starting at abar_999 = 0.00466.
+    # solve's default n_steps=998 runs t = 999, 998, ..., 2 (docs/method.md#dwgf), starting at abar_999 = 0.00466.
     assert inspect.signature(solve).parameters["n_steps"].default == 998
     assert make_timesteps(998) == list(range(999, 1, -1))
     sqrt_abar, _ = noise_level(scaled_linear_alphas_cumprod(), 999)

@@ -355,7 +355,7 @@ def test_posterior_summaries_and_sampler():
 
 # -- exact posterior on the fitted 256-D prior ------------------------------------------------------------
 def box_operators(size=64):
-    """Half-face box of paper.md §4 (rows 150–449, cols 250–449 at 512) scaled to ``size``."""
+    """Half-face box of docs/operators.md (rows 150–449, cols 250–449 at 512) scaled to ``size``."""
     mask = torch.ones(3, size, size, dtype=F64)
     r0, r1, c0, c1 = (round(v * size / 512) for v in (150, 450, 250, 450))
     mask[:, r0:r1, c0:c1] = 0

@@ -2,7 +2,7 @@
 
 Every check compares against an independent computation: the dense matrix of A built column by column,
 ``torch.linalg.pinv``, ``torch.nn.functional`` pooling / interpolation / convolution, or the paper's
-numbers (paper.md §4).
+numbers (docs/operators.md).
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def test_render_is_an_image_in_range(case):
     assert picture.min() >= -1 and picture.max() <= 1
 
 
-# -- box geometry (paper.md §4) ------------------------------------------------------------------------
+# -- box geometry (docs/operators.md) ------------------------------------------------------------------------
 def hole_of(A) -> tuple[int, int, int, int]:
     """(row_start, row_end, col_start, col_end) of the missing pixels, read off the mask."""
     missing = ~A.keep_mask()[0, 0]
@@ -156,7 +156,7 @@ def test_half_face_box_scales_with_round_half_up(size):
     expected = (scaled(150), scaled(450), scaled(250), scaled(450))
     assert hole_of(make_operator("box_inpainting", size)) == expected
     if size == 256:
-        assert expected == (75, 225, 125, 225)  # paper.md §4: rows 75–224, cols 125–224
+        assert expected == (75, 225, 125, 225)  # docs/operators.md: rows 75–224, cols 125–224
     if size == 64:
         assert expected == (19, 56, 31, 56)  # rows 19–55, cols 31–55: 37 × 25 px
 
@@ -209,7 +209,7 @@ def test_sr_avgpool_is_avg_pool2d(size, factor, dtype):
 
 
 def test_sr_avgpool_paper_dimension():
-    assert make_operator("sr_avgpool", 512).measurement_dim == 12_288  # paper.md §2.5: d_y for SR×8
+    assert make_operator("sr_avgpool", 512).measurement_dim == 12_288  # docs/method.md#normalisations: d_y for SR×8
 
 
 def test_sr_bicubic_renormalize_is_torch_antialias_interpolate():

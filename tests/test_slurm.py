@@ -42,7 +42,7 @@ SUITE = "smoke"
 RUN_MEASUREMENTS = {"runtime_s", "peak_memory_bytes"}
 #: the profile's values that only suit a big cluster, replaced for the 2-CPU test node (timing knobs only: the
 #: resources, GPU request and grouping are the profile's own). The plugin's default of 40 s before the first
-#: status check is what makes test runs slow (feasibility.md §5).
+#: status check is what makes test runs slow (docs/slurm.md).
 LOCAL_OVERRIDES = ["--cores", "2", "--latency-wait", "5", "--slurm-init-seconds-before-status-checks", "2"]
 SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+)")
 SLURM_RUN_TIMEOUT_S = 900

@@ -248,8 +248,8 @@ def test_argument_checks(prior):
 
 
 def test_sd21_base_configs_are_the_published_architecture():
-    # Cross-check the hand-written configs against the facts listed in feasibility.md §2 and the latent
-    # geometry the DWGF code relies on (4 x 64 x 64 latents for 512 px, paper.md §2.1).
+    # Cross-check the hand-written configs against the facts listed in docs/install.md and the latent
+    # geometry the DWGF code relies on (4 x 64 x 64 latents for 512 px, docs/method.md#dwgf).
     assert SD21_BASE_UNET_CONFIG["block_out_channels"] == (320, 640, 1280, 1280)
     assert SD21_BASE_UNET_CONFIG["attention_head_dim"] == (5, 10, 20, 20)
     assert SD21_BASE_UNET_CONFIG["cross_attention_dim"] == 1024 and SD21_BASE_UNET_CONFIG["use_linear_projection"]

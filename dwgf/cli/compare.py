@@ -1,6 +1,6 @@
 """``dwgf testbed-compare``: DWGF and the baselines against the exact posterior of the test bed.
 
-The test bed (``/work/shared/reference/testbed-notes.md``, :mod:`dwgf.priors.gaussian_mixture`) is a whitened linear
+The test bed (``docs/testbed.md``, :mod:`dwgf.priors.gaussian_mixture`) is a whitened linear
 autoencoder with a Gaussian-mixture latent prior at 64 px, for which p(z | y) is known in closed form. For each
 ground-truth regime x task x image, one observation y = A x + sigma_y n is drawn and every method solves it with
 N particles; per method x task the command reports (mean over images):
@@ -19,7 +19,8 @@ the exact posterior mean is Bayes-optimal). Reference rows: ``exact_mean`` (the 
 of N = 4 draws underestimates the std by ~8 % on average), ``pseudo_inverse`` (A^+ y) and ``prior_mean`` (D(E z)).
 
 The exact posterior is that of the model z ~ p_0, x | z ~ N(D(z), sigma_dec^2 I), y = A x + N(0, sigma_y^2 I)
-(:meth:`GaussianMixturePrior.posterior`); ``--sigma-dec`` defaults to DWGF's decoder std 0.01 (paper.md §2.6), as in
+(:meth:`GaussianMixturePrior.posterior`); ``--sigma-dec`` defaults to DWGF's decoder std 0.01
+(docs/method.md#normalisations), as in
 the test-bed prototype.
 
 Test-bed hyper-parameters (:data:`TESTBED_SETTINGS`) differ from the SD paper settings (the solvers' ``DEFAULTS`` /
@@ -64,7 +65,7 @@ TESTBED_SETTINGS: dict[str, dict[str, Any]] = {
     "dwgf": {
         "n_steps": 50,
         # SD value lr 1.0 makes Adam's per-coordinate steps of ~1 latent std, which never settle on the whitened
-        # test bed (testbed-notes.md: lr 0.1 at 300 steps). At 50 steps lr 0.2 beat 0.1 on box inpainting
+        # test bed (docs/testbed.md: lr 0.1 at 300 steps). At 50 steps lr 0.2 beat 0.1 on box inpainting
         # (29.4 vs 25.2 dB); at 100 steps lr 0.1 gave box 32.4, SR 33.5, CS 44.0 dB.
         "hyper": {"lr": 0.2},
         "per_task": {},

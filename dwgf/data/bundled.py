@@ -1,6 +1,6 @@
 """Real images that ship inside installed packages: random square RGB crops from scikit-image's colour images.
 
-The exact-posterior test bed (``/work/shared/reference/testbed-notes.md``, "Set-up that was measured") is
+The exact-posterior test bed (``docs/testbed.md``, "Set-up that was measured") is
 fitted on random 64×64 crops of eight colour photographs bundled with scikit-image, so the whole test bed
 runs offline. Every crop is named by an id that encodes its source and position,
 ``"<image>-r<row>-c<col>"`` (top-left corner, 0-based, e.g. ``"astronaut-r0123-c0456"``), and

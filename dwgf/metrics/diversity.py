@@ -1,4 +1,5 @@
-"""Diversity across the N particles of one observation (mode collapse is DWGF's stated weakness, paper.md §7.2).
+"""Diversity across the N particles of one observation (mode collapse is DWGF's stated weakness,
+docs/protocol.md#paper-results).
 
 Both functions take the N decoded particles of one image, (N, 3, H, W) in [-1, 1], and return one float
 (``None`` when N < 2, where diversity is undefined):

@@ -17,7 +17,7 @@ and once per image (particle null): ``diversity_pixel_std``/``standard`` and ``d
 (:mod:`dwgf.metrics.diversity`; null with status ``n_particles<2`` for N = 1). A particle with non-finite values
 gets null rows with status ``non_finite_output`` (the particle-mean too).
 
-Paper protocol reminder (paper.md §2.3, §7.1): the official per-image PSNR/LPIPS is the mean over the 4
+Paper protocol reminder (docs/method.md#dwgf, §7.1): the official per-image PSNR/LPIPS is the mean over the 4
 particles (not the particle-mean image, not best-of-N); aggregate with :func:`per_image_particle_average`.
 
 Exact-posterior test bed: :func:`posterior_rows` (:mod:`dwgf.metrics.testbed`).
@@ -255,7 +255,7 @@ def set_rows(
 
 
 def per_image_particle_average(df: pd.DataFrame) -> pd.DataFrame:
-    """The official aggregation (paper.md §2.3): per image, the mean over particles j >= 0 of each
+    """The official aggregation (docs/method.md#dwgf): per image, the mean over particles j >= 0 of each
     (method, task, variant, metric, protocol, network); then mean, std and count over images.
 
     Rows with null values are excluded and counted in ``n_null``; use the particle = -1 rows for the

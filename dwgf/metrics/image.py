@@ -4,7 +4,7 @@ Images enter as float tensors (B, 3, H, W) on the project's [-1, 1] scale (``REA
 truth has the same shape (or (1, 3, H, W), broadcast over the batch). Every function returns one value per
 batch element, as a float64 tensor of shape (B,).
 
-Protocols (paper.md §7.1 and §8 item 8; every metric row carries its protocol name):
+Protocols (docs/protocol.md#evaluation and docs/official-code.md item 8; every metric row carries its protocol name):
 
 ``standard`` (:data:`STANDARD`)
     Both images are mapped to [0, 1] by u = (x + 1) / 2, clamped to [0, 1] and quantised to 8 bit exactly
@@ -18,7 +18,7 @@ Protocols (paper.md §7.1 and §8 item 8; every metric row carries its protocol 
     sigma=1.5, use_sample_covariance=False, data_range=1, channel_axis=0)`` in scikit-image.
 
 ``repo`` (:data:`REPO`, "repo-faithful")
-    PSNR as the official ``src/main.py`` computes it (paper.md §7.1): u = (x + 1) / 2 **unclamped and not
+    PSNR as the official ``src/main.py`` computes it (docs/protocol.md#evaluation): u = (x + 1) / 2 **unclamped and not
     quantised**, ground truth in [0, 1], PSNR = 10 log10(1 / (MSE + 1e-10)). The official code has no SSIM.
 
 >>> x = torch.zeros(1, 3, 4, 4); gt = torch.full((1, 3, 4, 4), 0.2)   # u = 0.5 vs 0.6
@@ -36,7 +36,7 @@ import torch
 STANDARD = "standard"
 REPO = "repo"
 
-#: the additive constant in the official PSNR, 10 log10(1 / (MSE + 1e-10)) (paper.md §7.1)
+#: the additive constant in the official PSNR, 10 log10(1 / (MSE + 1e-10)) (docs/protocol.md#evaluation)
 REPO_PSNR_EPS = 1e-10
 
 #: SSIM constants (Wang et al. 2004; scikit-image defaults with gaussian_weights=True)
@@ -107,7 +107,10 @@ def psnr_standard(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 
 
 def psnr_repo(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """Repo-faithful PSNR (dB): 10 log10(1 / (MSE + 1e-10)) on (x+1)/2 unclamped vs (ref+1)/2 (paper.md §7.1)."""
+    """Repo-faithful PSNR (dB): 10 log10(1 / (MSE + 1e-10)) on (x+1)/2 unclamped vs (ref+1)/2.
+
+    docs/protocol.md#evaluation.
+    """
     x, ref = check_images(x, ref)
     mse = _mse(to_unit(x.detach().cpu()), to_unit(ref.detach().cpu()))
     return 10.0 * torch.log10(1.0 / (mse + REPO_PSNR_EPS))

@@ -7,7 +7,7 @@ Use::
     metric.network       # implementation string for the ``network`` column
     values = metric(x, gt, protocol="standard")   # (B,) float64, or None when unavailable
 
-Weights (feasibility.md row 3):
+Weights (docs/install.md):
 
 * the **linear calibration layers** ship inside the lpips wheel (``lpips/weights/v0.1/{alex,vgg}.pth``) and are
   loaded by ``lpips.LPIPS`` itself;
@@ -24,7 +24,7 @@ Weights (feasibility.md row 3):
   the plumbing). Its status is :data:`STATUS_TEST_ONLY`, and :func:`dwgf.metrics.schema.write_metrics` refuses
   rows with that status, so such numbers cannot reach a results file.
 
-Protocols (paper.md §7.1, §8 item 8):
+Protocols (docs/protocol.md#evaluation, §8 item 8):
 
 ``standard``
     Inputs in [-1, 1] as lpips expects: both images clamped and 8-bit quantised (the PNG the workflow stores,

@@ -1,4 +1,4 @@
-"""Metrics against the exact posterior of the test bed (testbed-notes.md): plain tensors in, floats out.
+"""Metrics against the exact posterior of the test bed (docs/testbed.md): plain tensors in, floats out.
 
 Inputs (any space -- latents or decoded images -- as long as all four agree; flattened per sample):
 

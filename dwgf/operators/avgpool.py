@@ -1,4 +1,4 @@
-"""Super-resolution by block averaging (the paper's ``sr8`` task; paper.md §4, DDRM ``SuperResolution``).
+"""Super-resolution by block averaging (the paper's ``sr8`` task; docs/operators.md, DDRM ``SuperResolution``).
 
 y = mean of every f × f block: y[c, i, j] = f⁻² Σ_{a,b < f} x[c, f·i + a, f·j + b], i.e. ``avg_pool2d(x, f)``.
 The official code flattens y channel-major (d_y = 3 · (H/f)² = 12,288 for f = 8 at 512 px); here y is kept

@@ -21,7 +21,7 @@ class LinearOperator(abc.ABC):
 
     ``measurement_dim`` is the number of real measurements d_y. It can be smaller than
     ``prod(y_shape)`` when y is stored as a masked image (inpainting): solvers that follow the
-    official DWGF normalisation divide the data-fit term by it (paper.md §2.5).
+    official DWGF normalisation divide the data-fit term by it (docs/method.md#normalisations).
     """
 
     name: str = "abstract"
@@ -67,7 +67,7 @@ class LinearOperator(abc.ABC):
 
         Inpainting stores y as the masked image; :func:`add_measurement_noise` also puts noise into the hole,
         which is not data. Apply this after adding noise so that y has exactly ``measurement_dim`` non-zero
-        entries, as the official mean normalisation assumes (paper.md §2.5).
+        entries, as the official mean normalisation assumes (docs/method.md#normalisations).
         """
         return y
 

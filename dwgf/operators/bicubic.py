@@ -2,7 +2,7 @@
 
 The paper's SR task averages 8 × 8 blocks (``sr_avgpool``). The latent-diffusion literature (DPS/PSLD's
 MATLAB-like ``Resizer``, deepinv ``DownsamplingMatlab``, torchvision ``antialias=True``) instead uses
-bicubic down-sampling with the kernel widened by the factor (anchors.md §2, "sr8_bicubic").
+bicubic down-sampling with the kernel widened by the factor (docs/operators.md, "sr8_bicubic").
 
 Definition (1-D; the image operator applies the same m × n matrix K along rows and columns, see
 :mod:`dwgf.operators.separable`). With the Keys cubic

@@ -2,8 +2,8 @@
 
 The kernel is separable, k(a, b) = g(a) g(b) with g(t) ∝ exp(−t² / (2σ²)) for t = −r … r,
 r = (kernel_size − 1) / 2, normalised so that Σ g = 1. The literature setting is kernel_size = 61,
-σ = 3 (DPS/PSLD/ReSample configs, anchors.md §1; the default here). The official DWGF code's
-``deblur_gauss`` is a different, nearly uniform 4-tap kernel (paper.md §4) and is not reproduced.
+σ = 3 (DPS/PSLD/ReSample configs, docs/operators.md; the default here). The official DWGF code's
+``deblur_gauss`` is a different, nearly uniform 4-tap kernel (docs/operators.md) and is not reproduced.
 
 Boundary (``padding``):
 
@@ -13,7 +13,7 @@ Boundary (``padding``):
 Either way the 1-D map is an n × n matrix G and A = G ⊗ G per channel (:mod:`dwgf.operators.separable`):
 the adjoint Gᵀ Y G is exact (for the circular case it is the correlation with the flipped kernel). The
 pseudo-inverse is the truncated-SVD one: singular-value products s_i s_j ≤ ``pinv_rtol`` · s_max² are
-dropped (default 3e-2, the official SVD operators' cut-off, paper.md §4). For circular padding the s_i are
+dropped (default 3e-2, the official SVD operators' cut-off, docs/operators.md). For circular padding the s_i are
 the moduli of the DFT of the wrapped kernel, so this is the FFT inverse filter with the same threshold;
 for reflect padding it is exact where the brief suggested conjugate gradients, and costs one n × n SVD.
 """

@@ -1,9 +1,9 @@
 """Inpainting operators: y = M ⊙ x with a fixed 0/1 keep-mask M shared by the three colour channels.
 
-The official code (paper.md §4, DDRM ``Inpainting``) returns y as the flattened vector of kept pixels
+The official code (docs/operators.md, DDRM ``Inpainting``) returns y as the flattened vector of kept pixels
 (d_y = 3 × #kept). Here y is stored as the masked image (B, 3, H, W) with zeros in the hole, which holds
 the same values; :attr:`measurement_dim` still reports the official d_y = 3 × #kept, which is what solvers
-that follow the official normalisation divide by (paper.md §2.5: d_y = 606,432 at 512 px).
+that follow the official normalisation divide by (docs/method.md#normalisations: d_y = 606,432 at 512 px).
 
 Because M is a 0/1 diagonal matrix, A = Aᵀ = A⁺ = M: the adjoint and the minimum-norm least-squares
 solution both just re-apply the mask.
@@ -22,7 +22,7 @@ from dwgf.operators.base import LinearOperator
 from dwgf.operators.buffers import BufferCache
 from dwgf.operators.checks import check_floating, check_int
 
-#: The paper's half-face box at 512 px (paper.md §4, ``inp_large_box``): rows [150, 450) × columns [250, 450),
+#: The paper's half-face box at 512 px (docs/operators.md, ``inp_large_box``): rows [150, 450) × columns [250, 450),
 #: i.e. rows 150–449 and columns 250–449 inclusive, 300 high × 200 wide.
 HALF_FACE_BOX_512 = (150, 450, 250, 450)
 
@@ -43,7 +43,7 @@ def half_face_box(image_size: int) -> tuple[int, int, int, int]:
 
     Rule: every edge of the 512-px box rows [150, 450) × cols [250, 450) is scaled by s = image_size / 512 and
     rounded half up, start = ⌊150·s + ½⌋, end = ⌊450·s + ½⌋ (exclusive). At 512 this is the official box
-    (rows 150–449, cols 250–449); at 256 rows 75–224, cols 125–224 (paper.md §4); at 64 rows 19–55,
+    (rows 150–449, cols 250–449); at 256 rows 75–224, cols 125–224 (docs/operators.md); at 64 rows 19–55,
     cols 31–55 (37 × 25 px).
 
     >>> half_face_box(512), half_face_box(256), half_face_box(64)
@@ -158,7 +158,7 @@ class RandomInpainting(MaskedOperator):
     """Random inpainting: a fraction ``p`` of the pixels is missing (same pixels in all 3 channels).
 
     The missing set is the first ⌊p·H·W + ½⌋ entries of ``torch.randperm(H·W)`` drawn from a CPU generator
-    seeded with ``seed`` (the official ``inp_random`` also uses a randperm, with p = 0.8; paper.md §4), so
+    seeded with ``seed`` (the official ``inp_random`` also uses a randperm, with p = 0.8; docs/operators.md), so
     ``make_operator("random_inpainting", n, p=p, seed=seed)`` rebuilds the same mask on any machine.
     """
 

@@ -8,7 +8,7 @@ row-major vectorised channel. Everything then follows from the thin SVD K = U di
 * pseudo-inverse: A⁺ Y = V [(Uᵀ Y U) ⊘ (s sᵀ)] Vᵀ, keeping only the products s_i s_j > rtol · s_max².
   With nothing truncated this is exactly kron(K⁺, K⁺) = (K ⊗ K)⁺; with truncation it is the truncated-SVD
   pseudo-inverse of A, the convention of the official SVD operators ("singular values < 3e-2 zeroed",
-  paper.md §4), but with a relative threshold so that it does not depend on the kernel's scale.
+  docs/operators.md), but with a relative threshold so that it does not depend on the kernel's scale.
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ def fit_prior(spec: dict[str, Any], root: str | os.PathLike, out: str | os.PathL
     with the fit seed) minus every crop sharing a pixel with one of the suite's test images (``held_out_ids``),
     so the test images are genuinely held out. The fit itself is
     :meth:`dwgf.priors.gaussian_mixture.GaussianMixturePrior.fit` (whitened PCA + EM mixture;
-    testbed-notes.md). The prior is saved to ``prior/`` and named in the record's ``extra.prior``.
+    docs/testbed.md). The prior is saved to ``prior/`` and named in the record's ``extra.prior``.
     """
     import torch
 

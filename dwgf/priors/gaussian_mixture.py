@@ -1,6 +1,6 @@
 """Exact-posterior test bed: a linear autoencoder with a Gaussian-mixture latent prior.
 
-Why it exists (``/work/shared/reference/testbed-notes.md``): with a linear decoder and a Gaussian-mixture
+Why it exists (``docs/testbed.md``): with a linear decoder and a Gaussian-mixture
 latent, both the noised prior p_t and the posterior p(z | y) of a linear inverse problem are available in
 closed form, so every solver can be scored against the exact answer.
 
@@ -8,7 +8,7 @@ Model (latent dimension d = latent_channels · (image_size / 8)², laid out (c, 
 
 * decoder ``D(z) = W · diag(s) · z + b`` with W (3·H·W, d) the top-d PCA directions of the training
   crops (orthonormal columns), b their mean and s the per-direction std of the PCA coefficients, so the
-  latent is **whitened** (unit variance, like SD's scaled latents; testbed-notes.md "Findings" 1);
+  latent is **whitened** (unit variance, like SD's scaled latents; docs/testbed.md "Findings" 1);
 * encoder ``E(x) = diag(1/s) · Wᵀ (x − b)`` (exact left inverse of D), plus ``sigma_enc · n``, n ~ N(0, I),
   when ``sample=True`` and ``sigma_enc > 0``;
 * latent prior ``p_0(z) = Σ_k π_k N(z; μ_k, Σ_k)``, fitted by EM (scikit-learn ``GaussianMixture``, full

@@ -1,12 +1,12 @@
-"""Stable Diffusion 2.1-base as a :class:`~dwgf.priors.base.LatentPrior` (paper.md §2.1, §3.2).
+"""Stable Diffusion 2.1-base as a :class:`~dwgf.priors.base.LatentPrior` (docs/method.md#dwgf, §3.2).
 
 What the official DWGF code uses, and what this class provides:
 
-* decoder  D(z) = vae.decode(z / s).sample, not clamped, differentiable in z (paper.md §2.1 "Decoder D(z)");
+* decoder  D(z) = vae.decode(z / s).sample, not clamped, differentiable in z (docs/method.md#dwgf "Decoder D(z)");
 * encoder  E(x) = s · vae.encode(x).latent_dist.sample()  (or ``.mean`` with ``sample=False``); the official
-  code samples (paper.md §2.1 "Encoder E(x)");
+  code samples (docs/method.md#dwgf "Encoder E(x)");
 * noise model eps(z_t, t) = unet(z_t, t, encoder_hidden_states=c_empty).sample, with c_empty the CLIP text
-  embedding of the empty prompt (no classifier-free guidance; paper.md §2.1 "Text conditioning");
+  embedding of the empty prompt (no classifier-free guidance; docs/method.md#dwgf "Text conditioning");
 * abar_t = the DDIM scheduler's ``alphas_cumprod`` built from the repo's scheduler config (scaled-linear betas
   0.00085 -> 0.012, 1000 steps). diffusers computes it in float32; we keep those float32 values (cast to
   float64) so abar_t is bit-for-bit what the official code reads. They differ from the float64
@@ -14,15 +14,15 @@ What the official DWGF code uses, and what this class provides:
 
 s is the VAE config's ``scaling_factor`` (0.18215 for SD-2.x). Only ``prediction_type == "epsilon"`` models
 are accepted: 2.1-base predicts epsilon, the 768 px 2.1 model predicts v and is a different prior
-(anchors.md §0 item 3).
+(docs/weights.md).
 
 The text encoder and tokenizer are loaded once, used to compute c_empty, then deleted (no reference kept);
 only the (1, 77, width) embedding stays on the device. VAE and UNet are frozen (``requires_grad_(False)``,
-``eval()``): unlike the official code (paper.md §8 item 4) no weight gradient is ever accumulated.
+``eval()``): unlike the official code (docs/official-code.md (item 4)) no weight gradient is ever accumulated.
 
 Weights: only safetensors files are read (``use_safetensors=True``); pickled ``.bin``/``.ckpt`` files are
 never unpickled. A hub id must come with a 40-hex commit ``revision`` (the SD-2.1 repos have moved and been
-deleted before; anchors.md §0 item 3). Fetch weights with ``dwgf acquire-weights`` (:mod:`dwgf.acquire`).
+deleted before; docs/weights.md). Fetch weights with ``dwgf acquire-weights`` (:mod:`dwgf.acquire`).
 
 Provenance (:meth:`StableDiffusionPrior.describe`): the source, revision, dtypes, scaling factor and, for every
 file the prior reads, its size and sha256. Hashing the ~5 GB of SD weights takes seconds, so it is done lazily

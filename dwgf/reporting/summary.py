@@ -1,6 +1,6 @@
 """Per-image values and their summaries, from the long-format metrics table (:mod:`dwgf.metrics.schema`).
 
-Per-image value of a metric (paper.md §2.3, the official protocol): the mean over the image's particles
+Per-image value of a metric (docs/method.md#dwgf, the official protocol): the mean over the image's particles
 (rows with ``particle >= 0``; the particle-mean image, ``particle = -1``, is not used). Metrics that are one
 number per image (``particle`` null: exact-posterior metrics, diversity, runtime) are taken as they are.
 Summaries are the mean and the sample standard deviation over images of those per-image values; null values

@@ -55,7 +55,7 @@ def make_timesteps(n_steps: int, t_max: int = 999, t_min: int = 2) -> list[int]:
     """Descending integer timesteps from ``t_max`` to ``t_min``, evenly strided, ``n_steps`` of them.
 
     With the defaults and ``n_steps=998`` this is exactly the official loop t = 999, 998, ..., 2
-    (paper.md §2.1). Fewer steps give an evenly strided subset that keeps both end points.
+    (docs/method.md#dwgf). Fewer steps give an evenly strided subset that keeps both end points.
 
     >>> make_timesteps(998)[:3], make_timesteps(998)[-1]
     ([999, 998, 997], 2)
@@ -132,7 +132,7 @@ def randn(
 def kde_noise_estimate(
     z_t: torch.Tensor, z_0: torch.Tensor, sqrt_abar: float, sqrt_one_minus_abar: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Closed-form noise estimate of the particle KDE of the noised particle cloud (paper.md §2.2 step 3).
+    """Closed-form noise estimate of the particle KDE of the noised particle cloud (docs/method.md#dwgf step 3).
 
     The law of z_t = sqrt(abar) z_0 + sqrt(1 - abar) eps under the empirical measure of the particles
     z_0^1..z_0^N is the Gaussian mixture (1/N) sum_j N(sqrt(abar) z_0^j, (1 - abar) I). Its score at z_t^i is
@@ -173,7 +173,8 @@ def kde_noise_estimate(
 
 
 def mean_data_fit(y: torch.Tensor, a_x: torch.Tensor, measurement_dim: int) -> torch.Tensor:
-    """The official mean-normalised data-fit term  sum_i ||y - A x^i||^2 / (2 N d_y)  (paper.md §2.2 step 5, §2.5).
+    """The official mean-normalised data-fit term  sum_i ||y - A x^i||^2 / (2 N d_y)
+    (docs/method.md#dwgf step 5, docs/method.md#normalisations).
 
     The official code takes ``mean((y - A x)**2) / 2`` over the N particles and the d_y *real* measurements,
     with no 1/sigma_y^2 factor. ``a_x`` is (N, *y_shape); ``y`` is (1, *y_shape) (broadcast, shared by all

@@ -1,7 +1,7 @@
 """DWGF: Diffusion-regularised Wasserstein Gradient Flow (Wang & Akyildiz, arXiv 2509.19276).
 
 This module re-implements the official update (``src/algos/dwgf.py`` of ``isomorphicdude/DWGF``, described in
-paper.md §2.2) for one observation y and N particles solved as one batch. Per step t (999 -> 2):
+docs/method.md#dwgf) for one observation y and N particles solved as one batch. Per step t (999 -> 2):
 
 1. eps ~ N(0, I) fresh; z_t = sqrt(abar) z + sqrt(1 - abar) eps.
 2. eps_hat = prior.eps(z_t, t) under no_grad (the UNet with the empty prompt for Stable Diffusion).
@@ -18,12 +18,12 @@ paper.md §2.2) for one observation y and N particles solved as one batch. Per s
    towards the autoencoder's reconstruction of its noisy version.
 7. grad = d(L_lik + kappa L_vjp)/dz + g_prior; one Adam step on z (lr 1.0, betas (0.9, 0.999), eps 1e-8).
 
-Normalisations (paper.md §2.5, §8): the official code takes arithmetic means over whole tensors, so the prior,
-likelihood and vjp terms are divided by N d_z, N d_y and N d_x respectively (d_z latent size per particle, d_y
-real measurements, d_x pixels x channels). Adam is invariant to a global rescaling of the loss but not to these
-relative weights, so they are kept exactly (:func:`term_normalisers`).
+Normalisations (docs/method.md#normalisations, docs/official-code.md): the official code takes arithmetic means
+over whole tensors, so the prior, likelihood and vjp terms are divided by N d_z, N d_y and N d_x respectively (d_z
+latent size per particle, d_y real measurements, d_x pixels x channels). Adam is invariant to a global rescaling of
+the loss but not to these relative weights, so they are kept exactly (:func:`term_normalisers`).
 
-Deliberate departures from the repository, each switchable to the repository's behaviour (paper.md §8):
+Deliberate departures from the repository, each switchable to the repository's behaviour (docs/official-code.md):
 
 * ``per_particle_noise=False``: one y shared by all particles. ``True`` draws an independent measurement-noise
   realisation per particle from ``y_clean`` and ``sigma_y`` (repo bug 5).
@@ -57,7 +57,8 @@ from dwgf.solvers.base import (
     randn,
 )
 
-#: Official hyper-parameters (paper.md §3.1, ``configs/algo/dwgf.yaml`` + ``scripts/test_*.sh``) and the
+#: Official hyper-parameters (docs/method.md#hyper-parameters, ``configs/algo/dwgf.yaml`` + ``scripts/test_*.sh``)
+#: and the
 #: reproduction flags. ``n_particles`` (official 4) and ``n_steps`` (official 998) are arguments of :func:`solve`.
 DEFAULTS: dict[str, Any] = {
     "gamma": 0.15,  # official ``algo.w_t`` (the paper's gamma); ``algo.gamma`` is unused by DWGF
@@ -76,7 +77,7 @@ DEFAULTS: dict[str, Any] = {
 
 #: Scalars recorded per step when ``trace=True``: ``likelihood`` is L_lik, ``vjp`` is L_vjp (before kappa),
 #: ``loss`` is L_lik + kappa L_vjp (the prior enters as a gradient, so it has no loss value); ``prior_grad_norm`` is
-#: ||g_prior||; ``kde_self_weight`` is mean_i pi_ii (1 = particles do not interact, paper.md §2.2 step 4).
+#: ||g_prior||; ``kde_self_weight`` is mean_i pi_ii (1 = particles do not interact, docs/method.md#dwgf step 4).
 TRACE_KEYS = ("likelihood", "vjp", "prior_grad_norm", "kde_self_weight", "loss")
 
 
@@ -84,7 +85,8 @@ def term_normalisers(n_particles: int, d_z: int, d_x: int, d_y: int) -> dict[str
     """Element counts the official code divides each term by (its ``mean`` over the whole tensor).
 
     ``prior``: N d_z (latents, 16384 per particle for SD at 512 px); ``likelihood``: N d_y (606,432 for the
-    half-face box at 512 px, 12,288 for SR x8); ``vjp``: N d_x (786,432 per particle at 512 px). paper.md §2.5.
+    half-face box at 512 px, 12,288 for SR x8); ``vjp``: N d_x (786,432 per particle at 512 px).
+    docs/method.md#normalisations.
 
     >>> term_normalisers(4, 16384, 786432, 12288)
     {'prior': 65536, 'likelihood': 49152, 'vjp': 3145728}
@@ -222,7 +224,7 @@ def solve(
         with torch.no_grad():
             x_tilde = (x + xi).to(model_dtype)
             reconstruction = prior.decode(prior.encode(x_tilde, generator=generator, sample=True)).to(dtype)
-            residual = x - reconstruction  # = -c of paper.md §2.2 step 6
+            residual = x - reconstruction  # = -c of docs/method.md#dwgf step 6
         loss_vjp = (x * residual).sum() / norm["vjp"]
         loss = loss_lik + kappa * loss_vjp
         (grad,) = torch.autograd.grad(loss, z)

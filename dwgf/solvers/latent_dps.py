@@ -1,6 +1,6 @@
 """Latent-DPS: diffusion posterior sampling run in the latent space of a latent diffusion model.
 
-The baseline of the PSLD paper (Rout et al. 2023, arXiv 2307.00619; paper.md §5.2) obtained by dropping PSLD's
+The baseline of the PSLD paper (Rout et al. 2023, arXiv 2307.00619; docs/method.md#psld) obtained by dropping PSLD's
 gluing term: DDIM in latent space, each step corrected by
 
     z_t' <- z_t' - omega * grad_{z_t} ||y - A D(zhat_0(z_t))||,
@@ -37,7 +37,8 @@ DEFAULTS: dict[str, Any] = {
 }
 
 #: Per-task settings. [inferred] No official Latent-DPS settings exist for these tasks; this baseline keeps PSLD's
-#: per-task measurement weights (paper.md §5.2: box inpainting omega = 1e-1, SR/general omega = 1) so that it differs
+#: per-task measurement weights
+#: (docs/method.md#psld: box inpainting omega = 1e-1, SR/general omega = 1) so that it differs
 #: from PSLD only by the gluing term.
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "box_inpainting": {"omega": 1e-1},

@@ -1,6 +1,6 @@
 """PSLD: Posterior Sampling with Latent Diffusion (Rout et al., NeurIPS 2023, arXiv 2307.00619).
 
-Re-implemented from the update described in paper.md §5.2 (the official ``ldm/models/diffusion/psld.py`` of
+Re-implemented from the update described in docs/method.md#psld (the official ``ldm/models/diffusion/psld.py`` of
 ``LituRout/PSLD``): a DDIM sampler in latent space whose every step is corrected by the gradient, taken with
 respect to the *noisy* latent z_t through the UNet, the decoder and the encoder, of
 
@@ -21,8 +21,9 @@ Choices, each stated because the official code differs or is silent:
 
 * **Pseudo-inverse, not transpose.** The official gluing uses A^T, which is the orthogonal projector only when A has
   orthonormal rows (a mask). For the 8x8 block-average SR operator A A^T = I/64, so A^T y is 64x too dark; the
-  projection here is x + A^+(y - A x) with the operator's pseudo-inverse (nearest replication for SR), as paper.md
-  §5.2 recommends. For a mask A^+ = A^T and nothing changes.
+  projection here is x + A^+(y - A x) with the operator's pseudo-inverse (nearest replication for SR), as
+  docs/method.md#psld
+  recommends. For a mask A^+ = A^T and nothing changes.
 * **Per-particle norms.** The official code runs one image per batch and takes ``torch.linalg.norm`` over the whole
   batch tensor. Solving N particles as one batch with a single norm would couple their step sizes
   (grad = r_i / ||r||_batch), so the loss here is the sum over particles of per-particle norms: each particle gets
@@ -60,7 +61,7 @@ from dwgf.solvers.base import (
     randn,
 )
 
-#: Defaults of the PSLD reference code (paper.md §5.2): general/SR setting gamma = 0.1, omega = 1, DDIM eta = 0,
+#: Defaults of the PSLD reference code (docs/method.md#psld): general/SR setting gamma = 0.1, omega = 1, DDIM eta = 0,
 #: 1000 DDIM steps over t = 999..0 (``n_steps`` is an argument of :func:`solve`, default 1000).
 DEFAULTS: dict[str, Any] = {
     "omega": 1.0,  # weight of the measurement error ||y - A D(zhat_0)||
@@ -74,7 +75,7 @@ DEFAULTS: dict[str, Any] = {
     "trace": False,
 }
 
-#: Official per-task settings. Source: LituRout/PSLD README/run scripts as summarised in paper.md §5.2
+#: Official per-task settings. Source: LituRout/PSLD README/run scripts as summarised in docs/method.md#psld
 #: ("defaults gamma = 0.1, omega = 1 (SR and general); box inpainting gamma = 1e-2, omega = 1e-1"). Keys are
 #: operator names (:func:`dwgf.operators.make_operator`); operators not listed use :data:`DEFAULTS`.
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {

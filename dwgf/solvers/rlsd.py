@@ -1,6 +1,6 @@
 """RLSD: Repulsive Latent Score Distillation (Zilberstein, Mardani & Segarra, ICLR 2025, arXiv 2406.16683).
 
-Re-implemented from paper.md §5.1 (the official ``constrained_sampling/algos/rsd.py`` and the DWGF repository's
+Re-implemented from docs/method.md#rlsd (the official ``constrained_sampling/algos/rsd.py`` and the DWGF repository's
 copy). N particles of latent score distillation (RED-diff in latent space), optionally coupled to a pixel variable
 by half-quadratic splitting and pushed apart by a feature-space repulsion. Per step t (999 -> 2, like DWGF):
 
@@ -21,13 +21,13 @@ Two Adam updates per step (official betas (0.9, 0.99)):
   pixel space, z from N(0, I), and **x (the pixel variable) is returned** as the particles (D(z) is in ``extras``).
 
 **Prior weight w** (``prior_weight_over_rho``): the official RLSD code multiplies the prior by w_t / rho (its z-loss
-is the coupling divided by rho), the DWGF repository's copy by w_t alone (paper.md §5.1). Default ``True`` (w_t /
+is the coupling divided by rho), the DWGF repository's copy by w_t alone (docs/method.md#rlsd). Default ``True`` (w_t /
 rho), because the per-task settings in :data:`TASK_DEFAULTS` come from the official RLSD runs and were tuned with
 it; set ``False`` to reproduce the DWGF repository's RLSD. The flag has no effect when ``augmented=False``.
 
 **Non-augmented** (``augmented=False``): a single latent variable,
 loss = sum ||y - A D(z)||^2 / (2 N d_y) + w_t * s_t * mean(sg(r) z), one Adam step on z; the particles are D(z).
-This is the loss of paper.md §5.1 (in the official repository it survives only as a commented-out block: the file
+This is the loss of docs/method.md#rlsd (in the official repository it survives only as a commented-out block: the file
 ``rsd_nonaug.py`` still carries the x variable and differs from ``rsd.py`` only in where rho enters).
 
 **Repulsion** (``repulsion_gamma > 0``; official ``gamma`` with ``dino_flag``): each noisy latent is decoded and
@@ -70,7 +70,7 @@ from dwgf.solvers.base import (
 )
 
 #: Defaults of the RLSD configuration file ``configs/algo/rsd_stable.yaml`` (identical in the official RLSD
-#: repository and the DWGF copy; paper.md §5.1): w_t 0.1, rho 0.2, lr_x 0.2, lr_z 0.2, no repulsion (gamma 0,
+#: repository and the DWGF copy; docs/method.md#rlsd): w_t 0.1, rho 0.2, lr_x 0.2, lr_z 0.2, no repulsion (gamma 0,
 #: dino_flag False), Adam betas (0.9, 0.99). ``n_particles`` (4) and ``n_steps`` (998: t = 999..2) are arguments.
 DEFAULTS: dict[str, Any] = {
     "augmented": True,
@@ -89,7 +89,7 @@ DEFAULTS: dict[str, Any] = {
     "trace": False,
 }
 
-#: Official per-task settings of the RLSD repository (``constrained_sampling/runs/*.sh``, paper.md §5.1), all with
+#: Official per-task settings of the RLSD repository (``constrained_sampling/runs/*.sh``, docs/method.md#rlsd), all with
 #: sigma_y 0.001, 999 scheduler steps and no repulsion; keys are operator names. ``half_face.sh`` (inp_large_box):
 #: N 4, w_t 0.15, rho 0.07, lr_x 0.4, lr_z 0.8. ``sr.sh`` (sr8): N 2, w_t 0.01, rho 0.05, lr_x 0.4, lr_z 0.6.
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {

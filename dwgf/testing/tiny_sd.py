@@ -1,7 +1,7 @@
 """A tiny, random-weight Stable-Diffusion-style diffusers folder, and the real SD-2.1-base architecture.
 
 :func:`build_tiny_sd` writes, with the libraries' own ``save_pretrained``, the same folder layout that
-``Manojb/stable-diffusion-2-1-base`` has (paper.md §2.1, §3.2)::
+``Manojb/stable-diffusion-2-1-base`` has (docs/method.md#dwgf, §3.2)::
 
     model_index.json
     scheduler/scheduler_config.json          DDIM, SD scaled-linear betas 0.00085 -> 0.012, steps_offset 1, epsilon
@@ -18,7 +18,7 @@ table, each also with the end-of-word suffix ``</w>``, one merge, and the two sp
 pads with ``"!"`` (id 0), so an empty prompt tokenises to ``[BOS, EOS, 0, 0, ...]`` (77 ids).
 
 :func:`build_sd21_base_architecture` instantiates the UNet and VAE of SD-2.1-base with random weights from the
-configs written out below (feasibility.md §2), for GPU timing runs that must not depend on the download.
+configs written out below (docs/install.md), for GPU timing runs that must not depend on the download.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 #: UNet of stabilityai/stable-diffusion-2-1-base (diffusers ``UNet2DConditionModel`` config; public facts,
-#: also listed in feasibility.md §2). ``upcast_attention`` is written as False from memory of the base
+#: also listed in docs/install.md). ``upcast_attention`` is written as False from memory of the base
 #: (512 px, epsilon) model's config; the 768-v model sets it True. It only changes fp16 attention numerics.
 SD21_BASE_UNET_CONFIG: dict[str, Any] = {
     "sample_size": 64,
@@ -72,7 +72,7 @@ SD21_BASE_VAE_CONFIG: dict[str, Any] = {
     "scaling_factor": 0.18215,
 }
 
-#: Scheduler as DWGF uses it: the repo's PNDM config reloaded as DDIM (paper.md §2.1, §3.2).
+#: Scheduler as DWGF uses it: the repo's PNDM config reloaded as DDIM (docs/method.md#dwgf, §3.2).
 SD21_BASE_SCHEDULER_CONFIG: dict[str, Any] = {
     "num_train_timesteps": 1000,
     "beta_start": 0.00085,
@@ -248,7 +248,7 @@ def build_sd21_base_architecture(
     """(unet, vae) with the SD-2.1-base architecture and random weights, frozen, in ``dtype`` on ``device``.
 
     For timing and memory measurements only: the outputs are meaningless. UNet about 866 M parameters, VAE
-    about 84 M (initialising the UNet takes ~12 s on 2 CPU threads; feasibility.md §2).
+    about 84 M (initialising the UNet takes ~12 s on 2 CPU threads; docs/install.md).
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
 

@@ -5,11 +5,11 @@
 #   tests/slurm/start-local-slurm.sh --status        # print what is running; exit 1 if the cluster is not usable
 #   tests/slurm/start-local-slurm.sh --stop          # stop slurmd, slurmctld, slurmdbd (MariaDB and munge stay up)
 #
-# What it sets up (facts: /work/shared/reference/slurm-local.md and feasibility.md §5):
+# What it sets up (facts: docs/slurm.md):
 #   - Debian 12 packages slurmctld slurmd slurm-client munge slurmdbd mariadb-server, started by hand
 #     (the containers have no systemd and policy-rc.d forbids service starts from postinst);
 #   - accounting through slurmdbd + MariaDB, so `sacct` works and the Snakemake Slurm plugin can use its
-#     default (sacct) status command; without it the plugin hangs (feasibility.md §5). AccountingStoreFlags=job_comment
+#     default (sacct) status command; without it the plugin hangs (docs/slurm.md). AccountingStoreFlags=job_comment
 #     keeps the comment the plugin gives each job (rule_<name>_wildcards_<...>), so sacct maps jobs to rules;
 #   - a fake GPU: GresTypes=gpu, node Gres=gpu:1 and gres.conf `File=/dev/null`. Without File= the node goes
 #     INVAL ("gres/gpu count reported lower than configured"). Jobs asking `--gpus=1` are scheduled and see
