@@ -22,7 +22,11 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="GNU make i
 
 
 def dry_run(*args: str) -> list[str]:
-    result = subprocess.run(["make", "-n", *args], cwd=REPO, capture_output=True, text=True, check=False)
+    # A clean environment: when the suite itself runs under `make test ARGS=...`, make exports its command-line
+    # variables and nesting level to sub-makes (MAKEFLAGS, MAKELEVEL), which would change what is printed.
+    env = {key: value for key, value in os.environ.items() if key not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    command = ["make", "--no-print-directory", "-n", *args]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()
 
