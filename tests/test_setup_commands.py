@@ -23,8 +23,10 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="GNU make i
 
 def dry_run(*args: str) -> list[str]:
     # A clean environment: when the suite itself runs under `make test ARGS=...`, make exports its command-line
-    # variables and nesting level to sub-makes (MAKEFLAGS, MAKELEVEL), which would change what is printed.
-    env = {key: value for key, value in os.environ.items() if key not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    # variables (ARGS, and MAKEFLAGS / MAKELEVEL for sub-makes) to the environment, which would change what is
+    # printed.
+    inherited = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ARGS", "CORES", "VENV", "PYTHON")
+    env = {key: value for key, value in os.environ.items() if key not in inherited}
     command = ["make", "--no-print-directory", "-n", *args]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
