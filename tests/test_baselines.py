@@ -105,7 +105,7 @@ def test_unknown_hyper_parameter_is_named(name):
 
 
 def test_official_settings_are_recorded():
-    # docs/method.md#psld (PSLD) and §5.1 (RLSD official runs); the numbers, verbatim.
+    # docs/method.md#psld (PSLD) and docs/method.md#rlsd (RLSD official runs); the numbers, verbatim.
     assert psld.TASK_DEFAULTS["box_inpainting"] == {"gamma": 1e-2, "omega": 1e-1}
     assert psld.TASK_DEFAULTS["sr_avgpool"] == {"gamma": 0.1, "omega": 1.0}
     assert (psld.DEFAULTS["gamma"], psld.DEFAULTS["omega"], psld.DEFAULTS["eta"]) == (0.1, 1.0, 0.0)

@@ -110,7 +110,7 @@ def test_schema_hyper_keys_match_solver_defaults():
 
 
 def test_paper_suite_uses_the_official_per_task_settings():
-    """docs/method.md#hyper-parameters, §5: the paper suite's settings equal the solvers' documented official values."""
+    """docs/method.md#hyper-parameters (and #psld, #rlsd): the paper suite uses the solvers' official values."""
     from dwgf.solvers import dwgf, latent_dps, psld, rlsd
 
     plan = Plan(suite_config("paper"))

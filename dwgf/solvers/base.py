@@ -75,8 +75,8 @@ def make_timesteps(n_steps: int, t_max: int = 999, t_min: int = 2) -> list[int]:
 
     >>> make_timesteps(998)[:3], make_timesteps(998)[-1]
     ([999, 998, 997], 2)
-    >>> make_timesteps(4)
-    [999, 665, 332, 2]
+    >>> make_timesteps(4)  # 999 - k * 997 / 3, rounded
+    [999, 667, 334, 2]
     """
     if not isinstance(n_steps, int) or n_steps < 1:
         raise ValueError(f"n_steps must be a positive int, got {n_steps!r}")
