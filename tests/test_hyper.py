@@ -134,3 +134,34 @@ def test_hyperparameter_docs_are_up_to_date():
     assert committed == hyperparameter_docs(), "run `dwgf hyperparameters --write docs/hyperparameters.md`"
     for name in SOLVERS:
         assert f"(`{name}`)" in committed
+
+
+@pytest.mark.parametrize("name", SOLVERS)
+def test_solver_contract(name):
+    """The uniform signature, determinism, the recorded hyper-parameters and the unknown-key error, per solver."""
+    import inspect
+
+    import torch
+    from test_baselines import GaussianLatentPrior, observation
+
+    from dwgf.operators import make_operator
+    from dwgf.solvers import get_solver
+
+    solve, spec = get_solver(name), solver_hyper(name)
+    parameters = inspect.signature(solve).parameters
+    assert list(parameters)[:5] == ["prior", "operator", "y", "n_particles", "generator"]
+    assert parameters["n_steps"].default == spec.n_steps and parameters["progress"].default is True
+    prior = GaussianLatentPrior()
+    operator = make_operator("sr_avgpool", 16, factor=8)
+    y = observation(prior, operator)
+
+    def run(seed):
+        return solve(prior, operator, y, 2, torch.Generator().manual_seed(seed), n_steps=3, progress=False)
+
+    a, b = run(5), run(5)
+    assert a.ok and a.particles.shape == (2, 3, 16, 16) and a.n_steps == 3
+    assert torch.equal(a.particles, b.particles) and torch.equal(a.latents, b.latents)
+    assert set(spec.names) <= set(a.hyper), sorted(set(spec.names) - set(a.hyper))
+    json.dumps(a.hyper)
+    with pytest.raises(ValueError, match="not_a_key"):
+        solve(prior, operator, y, 2, torch.Generator().manual_seed(0), n_steps=2, progress=False, not_a_key=1)

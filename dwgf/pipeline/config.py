@@ -112,13 +112,28 @@ def apply_overrides(config: dict[str, Any], overrides: dict[str, Any] | None) ->
     return config
 
 
+def read_yaml(path: str | os.PathLike) -> Any:
+    """Parse the YAML file ``path``; a syntax error raises :class:`ConfigError` naming ``<file>:<line>:<column>``.
+
+    The Snakefile calls it on ``config.yaml`` before its ``configfile:`` directive, because Snakemake's own message
+    for a broken file names neither file nor line.
+    """
+    with open(path, encoding="utf-8") as handle:
+        try:
+            return yaml.safe_load(handle)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+            problem = " ".join(str(p) for p in (getattr(error, "context", None), getattr(error, "problem", None)) if p)
+            raise ConfigError(f"{where}: YAML syntax error: {problem or error}") from None
+
+
 def load_config(path: str | os.PathLike = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Read ``config.yaml``, apply dotted overrides (``{"suite": "paper"}``) and validate it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} not found; pass the workflow's config.yaml")
-    with open(path, encoding="utf-8") as handle:
-        config = yaml.safe_load(handle)
+    config = read_yaml(path)
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: the config must be a YAML mapping, got {type(config).__name__}")
     config = apply_overrides(config, overrides)
