@@ -264,6 +264,13 @@ class Suite:
         size = self.spec["shard_size"]
         return [f"{k:03d}" for k in range(math.ceil(len(ids) / size))]
 
+    def batch_images(self, method: str) -> int:
+        """Images one ``dwgf solve`` solves at once for ``method``: the method's ``batch_images``, else the suite's,
+        else 1. Not part of any spec (an image's result does not depend on its batch, dwgf/pipeline/solve.py)."""
+        if method not in self.spec["methods"]:
+            raise ConfigError(f"method {method!r} is not in suite {self.suite!r}; methods are {self.methods}")
+        return int(self.spec["methods"][method].get("batch_images", self.spec.get("batch_images", 1)))
+
     def shard_ids(self, method: str, task: str, variant: str, shard: str) -> list[str]:
         ids = self.variant_ids(method, task, variant)
         size = self.spec["shard_size"]
