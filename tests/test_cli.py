@@ -312,8 +312,8 @@ def test_main_table_means_and_bold_best():
     }
     set_df = pd.DataFrame([{"level": "set", "task": "box", "method": m, "variant": "main", "image_id": None,
                             "particle": None, "metric": "fid", "protocol": "clean-fid:clean", "value": v,
-                            "sample_policy": "all_particles", "status": "ok", "network": "x", "reference": r}
-                           for (m, r), v in fid.items()])  # fmt: skip
+                            "sample_policy": "all_particles", "status": "ok", "network": "x", "reference": r,
+                            "n_samples": 4} for (m, r), v in fid.items()])  # fmt: skip
     table = main_table(df, set_df, spec)
     cells = dict(table.rows)
     assert table.columns == ["PSNR ↑", "FID ↓", "FID (ref) ↓", "ok"]

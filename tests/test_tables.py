@@ -1,0 +1,83 @@
+"""Tables never hide an incomplete set (issue 11) and define every column they show (issue 15)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from dwgf.reporting.tables import main_table, render_html, render_latex, render_markdown
+
+IDS = ["i0", "i1"]
+SPEC = {
+    "suite": "t",
+    "ids": IDS,
+    "image_size": 64,
+    "methods": {"dwgf": "DWGF", "psld": "PSLD"},
+    "tasks": {"sr8": {"label": "SR x8"}},
+    "settings": {m: {"sr8": {"n_particles": 2, "n_steps": 3, "hyper": {}}} for m in ("dwgf", "psld")},
+}
+
+
+def _image_row(method, image_id, metric, value, particle, status="ok", protocol="standard"):
+    return {"level": "image", "task": "sr8", "method": method, "variant": "main", "image_id": image_id,
+            "particle": particle, "metric": metric, "protocol": protocol, "value": value, "sample_policy": None,
+            "status": status, "network": "x", "reference": None, "n_samples": None}  # fmt: skip
+
+
+def _frames():
+    """DWGF: both images (one diverged, still evaluated); PSLD: image i1 failed, so only i0 has metrics."""
+    rows = []
+    psnr = {("dwgf", "i0"): 4.0, ("dwgf", "i1"): 5.0, ("psld", "i0"): 5.17}
+    for (method, image_id), value in psnr.items():
+        rows += [_image_row(method, image_id, "psnr", value, j) for j in (0, 1)]
+    statuses = {("dwgf", "i0"): "ok", ("dwgf", "i1"): "solve_diverged"}
+    statuses |= {("psld", "i0"): "ok", ("psld", "i1"): "solve_error"}
+    for (method, image_id), status in statuses.items():
+        rows.append(_image_row(method, image_id, "runtime_s", 1.0, None, status, "wall_clock"))
+    # KID over all particles: DWGF's set has 2 images x 2 particles, PSLD's only the 2 particles of i0
+    kid = {"dwgf": (0.1354, 4), "psld": (0.1814 - 0.1, 2)}  # PSLD's (incomplete) number is the lower one
+    sets = [{"level": "set", "task": "sr8", "method": m, "variant": "main", "image_id": None, "particle": None,
+             "metric": "kid", "protocol": "clean-fid:clean", "value": v, "sample_policy": "all_particles",
+             "status": "ok", "network": "x", "reference": "gt:t:2", "n_samples": n}
+            for m, (v, n) in kid.items()]  # fmt: skip
+    return pd.DataFrame(rows), pd.DataFrame(sets)
+
+
+def test_an_incomplete_cell_is_marked_in_the_cell_never_bold_and_explained():
+    df, set_df = _frames()
+    table = main_table(df, set_df, SPEC)
+    cells = dict(table.rows)
+    assert table.columns == ["PSNR ↑", "KID ↓", "ok"]
+    psnr_dwgf, kid_dwgf, ok_dwgf = cells["DWGF"]
+    psnr_psld, kid_psld, ok_psld = cells["PSLD"]
+    # DWGF: both images count, the diverged one included (it is a result)
+    assert psnr_dwgf.text == f"4.50 ± {np.std([4.0, 5.0], ddof=1):.2f}" and not psnr_dwgf.incomplete
+    assert ok_dwgf.text == "1/2 (1/2 diverged)"
+    # PSLD: 1 of 2 planned images; its higher PSNR and lower KID are not bold, and the cell says why
+    assert psnr_psld.text == "5.17 (n=1/2)" and psnr_psld.incomplete and not psnr_psld.bold
+    assert kid_psld.text == "0.0814 (n=1/2)" and kid_psld.incomplete and not kid_psld.bold
+    assert ok_psld.text == "1/2"
+    # with one complete cell left there is no "best" to mark
+    assert not psnr_dwgf.bold and not kid_dwgf.bold
+    assert any("(n=k/m)" in note and "never bold" in note for note in table.notes)
+    for text in (render_markdown(table), render_latex(table), render_html(table)):
+        assert "5.17 (n=1/2)" in text and "**5.17" not in text and "textbf{5.17" not in text and "<b>5.17" not in text
+
+
+def test_complete_tables_have_no_incomplete_note_and_define_every_column():
+    df, set_df = _frames()
+    df = df[df["method"] == "dwgf"]
+    spec = {**SPEC, "methods": {"dwgf": "DWGF"}}
+    table = main_table(df, set_df[set_df["method"] == "dwgf"], spec)
+    assert not any("(n=k/m)" in note for note in table.notes)
+    columns = next(note for note in table.notes if note.startswith("Columns: "))
+    assert "PSNR: PSNR (dB) against the ground truth" in columns and "KID: KID" in columns and "ok: " in columns
+
+
+def test_spread_ratio_column_is_defined_in_the_caption():
+    rows = [_image_row("dwgf", i, "spread_ratio", 0.5, None, protocol="space=image;ratio_of_means") for i in IDS]
+    rows += [_image_row("dwgf", i, "runtime_s", 1.0, None, "ok", "wall_clock") for i in IDS]
+    table = main_table(pd.DataFrame(rows), pd.DataFrame(columns=list(rows[0])), {**SPEC, "methods": {"dwgf": "DWGF"}})
+    assert table.columns == ["Spread / exact", "ok"]
+    columns = next(note for note in table.notes if note.startswith("Columns: "))
+    assert "Spread / exact: " in columns and "exact posterior std" in columns and "1 = calibrated" in columns
