@@ -81,3 +81,28 @@ def test_spread_ratio_column_is_defined_in_the_caption():
     assert table.columns == ["Spread / exact", "ok"]
     columns = next(note for note in table.notes if note.startswith("Columns: "))
     assert "Spread / exact: " in columns and "exact posterior std" in columns and "1 = calibrated" in columns
+
+
+def test_ablation_plot_puts_the_spread_ratio_on_a_log_axis_with_a_line_at_one():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dwgf.reporting.plots import ablation_figure
+
+    rows = []
+    for value, (psnr, spread) in {"0.05": (20.0, 0.3), "0.5": (22.0, 2.5)}.items():
+        for image_id in IDS:
+            rows.append({"metric": "PSNR ↑", "task": "SR x8", "x": float(value), "image_id": image_id, "value": psnr})
+            rows.append({"metric": "Spread / exact", "task": "SR x8", "x": float(value), "image_id": image_id,
+                         "value": spread})  # fmt: skip
+    ablation = {"method": "dwgf", "label": "γ", "images": 2}
+    fig = ablation_figure(pd.DataFrame(rows), SPEC, ablation)
+    psnr_ax, spread_ax = fig.axes[:2]
+    assert psnr_ax.get_yscale() == "linear" and spread_ax.get_yscale() == "log"
+    lines = [line for line in spread_ax.get_lines() if list(line.get_ydata()) == [1.0, 1.0]]
+    assert lines and lines[0].get_linestyle() == "--"
+    low, high = spread_ax.get_ylim()
+    assert low < 0.3 and high > 2.5 and psnr_ax.get_ylim()[0] > 1  # each metric on its own scale
+    plt.close(fig)

@@ -22,7 +22,8 @@ class MetricColumn:
     bold entry (None: no best); ``decimals`` formats the numbers; ``set_policy`` marks set-level metrics
     (FID/KID) and the sample policy they are read for, ``set_reference`` the prefix of their ``reference`` column
     (``gt:`` the suite's ground truth, ``ref:`` the extra reference set of ``metrics.set_level.reference``);
-    ``definition`` is the sentence a table caption prints for the column (every shown column is defined there).
+    ``definition`` is the sentence a table caption prints for the column (every shown column is defined there);
+    ``target`` marks a ratio whose ideal value it is (plots use a log axis and draw a reference line there).
     """
 
     metric: str
@@ -33,6 +34,7 @@ class MetricColumn:
     set_policy: str | None = None
     set_reference: str = "gt:"
     definition: str = ""
+    target: float | None = None
 
     @property
     def arrow(self) -> str:
@@ -54,7 +56,7 @@ MAIN_COLUMNS = (
                  definition="test bed only: the particles' across-particle std divided by the exact posterior std "
                  "(means over pixels); 1 = calibrated spread, < 1 under-dispersed (mode collapse), > 1 "
                  "over-dispersed; no best is marked, the target is 1 (the sample std of a few particles is biased "
-                 "low, by about 8 % at N = 4)"),
+                 "low, by about 8 % at N = 4)", target=1.0),
     MetricColumn("fid", "clean-fid", "FID", False, 1, set_policy="all_particles",
                  definition="FID of all particles of all images against the ground-truth images (strongly biased "
                  "upwards with few images)"),
