@@ -106,3 +106,43 @@ def test_ablation_plot_puts_the_spread_ratio_on_a_log_axis_with_a_line_at_one():
     low, high = spread_ax.get_ylim()
     assert low < 0.3 and high > 2.5 and psnr_ax.get_ylim()[0] > 1  # each metric on its own scale
     plt.close(fig)
+
+
+def test_paper_reference_table_tags_the_reported_numbers_and_shows_repo_protocol_rows():
+    from dwgf.reporting.tables import load_paper_reported, paper_table
+
+    reported = load_paper_reported()
+    assert reported["source"] == "third-party summary of the paper, not checked against the PDF"
+    spec = {**SPEC, "methods": {"psld": "PSLD", "rlsd": "RLSD", "dwgf": "DWGF", "latent_dps": "Latent-DPS"},
+            "tasks": {"box": {"label": "Box"}, "sr8": {"label": "SR x8"}},
+            "settings": {m: {t: {"n_particles": 2, "n_steps": 3, "hyper": {}} for t in ("box", "sr8")}
+                         for m in ("psld", "rlsd", "dwgf", "latent_dps")}}  # fmt: skip
+    rows = []
+    for task in ("box", "sr8"):
+        for image_id in IDS:
+            for protocol, value in (("repo", 30.0), ("standard", 10.0)):  # only the repo rows may be shown
+                row = _image_row("dwgf", image_id, "psnr", value, 0, protocol=protocol)
+                rows.append({**row, "task": task})
+            rows.append({**_image_row("dwgf", image_id, "runtime_s", 1.0, None, "ok", "wall_clock"), "task": task})
+    table = paper_table(pd.DataFrame(rows), pd.DataFrame(columns=list(rows[0])), spec, reported)
+    cells = dict(table.rows)
+    assert table.groups == [("Box", 3), ("SR x8", 3)] and table.columns == ["FID ↓", "PSNR ↑", "LPIPS ↓"] * 2
+    assert [c.text for c in cells["DWGF (paper, reported)"]] == ["118.05", "27.56", "0.184", "101.94", "32.71", "0.193"]
+    assert [c.text for c in cells["PSLD (paper, reported)"]] == ["57.70", "22.72", "0.082", "81.31", "24.82", "0.314"]
+    assert [c.text for c in cells["RLSD (paper, reported)"]] == ["29.18", "24.98", "0.079", "65.42", "28.39", "0.286"]
+    ours = [c.text for c in cells["DWGF (this run, repo protocol)"]]
+    assert ours == ["n/a", "30.00 ± 0.00", "n/a", "n/a", "30.00 ± 0.00", "n/a"]
+    assert "Latent-DPS (paper, reported)" not in cells  # the paper reports no Latent-DPS numbers
+    assert not any(c.bold for _, row in table.rows for c in row)
+    assert "not checked against the PDF" in table.notes[0] and "repository-faithful protocol" in table.notes[0]
+
+
+def test_only_the_paper_suite_writes_the_paper_reference_table():
+    from dwgf.pipeline.config import load_config
+    from dwgf.pipeline.plan import Plan
+
+    paper = Plan(load_config(overrides={"suite": "paper"}))
+    smoke = Plan(load_config(overrides={"suite": "smoke"}))
+    assert paper.report_spec()["paper_reference"] and paper.path("table_paper", ext="md") in paper.targets()
+    assert not smoke.report_spec()["paper_reference"]
+    assert not any("tables/paper." in t for t in smoke.targets())

@@ -66,6 +66,7 @@ LAYOUT = {
     "table_main": "tables/main.{ext}",
     "table_ablation": "tables/ablation-{ablation}.{ext}",
     "table_runtime": "tables/runtime.{ext}",
+    "table_paper": "tables/paper.{ext}",
     "plot_ablation": "plots/ablation-{ablation}.png",
     "plot_qualitative": "plots/qualitative-{task}.png",
     "verify": "audit/verify.json",
@@ -393,9 +394,16 @@ class Plan:
     def table_files(self) -> list[str]:
         names = [self.path("table_main", ext=ext) for ext in TABLE_FORMATS]
         names += [self.path("table_runtime", ext=ext) for ext in TABLE_FORMATS]
+        if self.paper_reference:
+            names += [self.path("table_paper", ext=ext) for ext in TABLE_FORMATS]
         for ablation in self.ablations:
             names += [self.path("table_ablation", ablation=ablation.name, ext=ext) for ext in TABLE_FORMATS]
         return names
+
+    @property
+    def paper_reference(self) -> bool:
+        """``report.paper_reference``: print the paper's reported numbers beside this suite's repo-protocol rows."""
+        return bool((self.spec.get("report") or {}).get("paper_reference", False))
 
     def plot_files(self) -> list[str]:
         names = [self.path("plot_ablation", ablation=a.name) for a in self.ablations]
@@ -595,6 +603,7 @@ class Plan:
             "prior": self.spec["prior"]["kind"],
             "qualitative_ids": self.qualitative_ids(),
             "qualitative_particles": report.get("qualitative_particles", 2),
+            "paper_reference": self.paper_reference,
         }
 
     def protocol(self) -> str:

@@ -34,6 +34,16 @@ rule tables:
             )
             for a in PLAN.ablations
         ],
+        paper=[
+            report(
+                PLAN.path("table_paper", ext="html"),
+                caption="../report/table_paper.rst",
+                category="Tables",
+                labels={"table": "paper (reported) vs this run"},
+            )
+        ]
+        if PLAN.paper_reference
+        else [],
         others=[p for p in PLAN.table_files() if not p.endswith(".html")],
         record=f"{R}/tables/tables.prov.json",
     params:
