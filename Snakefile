@@ -27,6 +27,7 @@ validate_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema
 validate(config, "workflow/schemas/config.schema.yaml")
 
 PLAN = Plan(config)
+PLAN.check_data()  # a test-bed id missing from data.source stops here, before any job
 
 
 wildcard_constraints:

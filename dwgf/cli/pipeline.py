@@ -208,6 +208,7 @@ def _plan(args: argparse.Namespace) -> int:
 
     overrides: dict[str, Any] = {"suite": args.suite} if args.suite else {}
     plan = Plan(load_config(args.config or DEFAULT_CONFIG, overrides))
+    plan.check_data()
     jobs = plan.solve_jobs()
     summary = {
         "suite": plan.suite,

@@ -170,6 +170,42 @@ class Plan:
                         f"this suite; tasks are {self.tasks}"
                     )
 
+    def check_data(self) -> None:
+        """For the test-bed prior (local data only), check that every ``data.ids`` entry exists in ``data.source``:
+        bundled sources take bundled crop ids; folder / archive sources take the file names (without extension)
+        of the user's images. The Snakefile calls this at parse time, so ``snakemake -n`` stops on a bad id (the
+        constructor stays free of file-system access). The paper suite's data may legitimately be absent at plan
+        time, so other priors are checked by their acquire rule."""
+        if self.spec["prior"]["kind"] != "gaussian_mixture":
+            return
+        from dwgf import acquire
+        from dwgf.data.crop_ids import parse_crop_id
+
+        source, where = self.spec["data"]["source"], self._where("data", "ids")
+        if source["kind"] == "bundled":
+            bad = []
+            for image_id in self.ids:
+                try:
+                    parse_crop_id(image_id)
+                except ValueError:
+                    bad.append(image_id)
+            if bad:
+                raise ConfigError(
+                    f"config key {where!r}: with data.source kind 'bundled' every id names a bundled crop "
+                    f"('<image>-r<row>-c<col>'), but {bad[:5]} do not. For your own images use data.source: "
+                    "{kind: folder, path: DIR} with ids = their file names without extension"
+                )
+        elif source["kind"] in ("folder", "archive"):
+            try:
+                missing = acquire.missing_image_ids(source, self.ids)
+            except FileNotFoundError as error:
+                raise ConfigError(f"config key {self._where('data', 'source', 'path')!r}: {error}") from None
+            if missing:
+                raise ConfigError(
+                    f"config key {where!r}: {missing[:5]} not found in {source['path']} (looked for <id>.png/.jpg/"
+                    ".jpeg); ids are the images' file names without extension"
+                )
+
     @property
     def reference(self) -> dict[str, Any] | None:
         """``metrics.set_level.reference`` (a second FID/KID reference set), or None."""
@@ -440,6 +476,7 @@ class Plan:
         spec = {**self.base_spec(), "device": self.spec["device"], "dtype": self.spec["dtype"], "prior": prior}
         if prior["kind"] == "gaussian_mixture":
             spec["held_out_ids"] = self.ids  # test crops (and crops overlapping them) are excluded from the fit
+            spec["held_out_source"] = dict(self.spec["data"]["source"])  # bundled crops, or the user's own images
         return spec
 
     def observe_spec(self, task: str) -> dict[str, Any]:
