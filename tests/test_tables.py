@@ -146,3 +146,41 @@ def test_only_the_paper_suite_writes_the_paper_reference_table():
     assert paper.report_spec()["paper_reference"] and paper.path("table_paper", ext="md") in paper.targets()
     assert not smoke.report_spec()["paper_reference"]
     assert not any("tables/paper." in t for t in smoke.targets())
+
+
+def test_report_front_page_states_commit_verify_status_and_main_numbers(tmp_path):
+    import json
+    import os
+
+    from dwgf.metrics.schema import write_metrics
+    from dwgf.provenance import Recorder
+    from dwgf.reporting.front_page import FrontPage
+
+    root = tmp_path / "results" / "t"
+    page = FrontPage(str(root), SPEC, "a test suite")
+    text = str(page)
+    assert "**Suite t**: a test suite." in text and "not verified" in text and "not computed yet" in text
+
+    df, set_df = _frames()
+    full = {"suite": "t", "hyper": "{}", "n_particles": 2, "observation_sha256": None, "run_sha256": None}
+    full |= {k: None for k in ("gamma", "lr", "kappa", "sigma_dec", "omega", "n_steps")}
+    from dwgf.metrics.schema import COLUMNS
+
+    def complete(frame):
+        frame = frame.assign(**{k: v for k, v in full.items() if k in COLUMNS and k not in frame})
+        return frame.assign(**{c: None for c in COLUMNS if c not in frame.columns})[list(COLUMNS)]
+
+    write_metrics(complete(df), root / "metrics.parquet")
+    write_metrics(complete(set_df), root / "set_metrics.parquet")
+    Recorder("tables", root, {}).write(root / "tables" / "tables.prov.json", outputs=[root / "metrics.parquet"])
+    (root / "audit").mkdir()
+    (root / "audit" / "verify.json").write_text(json.dumps({"ok": True, "n_records": 3, "n_files": 9, "problems": []}))
+    text = str(page)
+    assert "**passed** (3 records, 9 files re-hashed)" in text and "stale" not in text
+    assert "(the commit that made the tables)" in text
+    assert ".. list-table:: SR x8" in text and "- 5.17 (n=1/2)" in text and "- 1/2 (1/2 diverged)" in text
+    old = (root / "tables" / "tables.prov.json").stat().st_mtime - 60
+    os.utime(root / "audit" / "verify.json", (old, old))  # verified before the tables were rewritten
+    assert "stale" in str(page)
+    (root / "audit" / "verify.json").write_text(json.dumps({"ok": False, "problems": [{"path": "x"}]}))
+    assert "**FAILED**: 1 problem(s)" in str(page)

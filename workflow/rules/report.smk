@@ -1,5 +1,11 @@
 # Steps 7-9: tables, plots and the qualitative grid, marked for `snakemake --report`; then the `verify` target.
 
+from dwgf.reporting.front_page import FrontPage
+
+# The report's first page (workflow/report/workflow.rst prints it): suite, results commit, verify status and the
+# main numbers, built from the files on disk when `snakemake --report` renders it (Jinja sees only the config).
+config["report_front_page"] = FrontPage(R, PLAN.report_spec(), PLAN.spec.get("description", ""))
+
 
 def decoder_note():
     """The qualitative caption's note on what a linear decoder can show (test bed only; one source, in dwgf)."""
