@@ -105,21 +105,33 @@ def render_latex(table: Table) -> str:
 
 def render_html(table: Table) -> str:
     esc = html.escape
-    top = "".join(f'<th colspan="{span}">{esc(label)}</th>' for label, span in table.groups)
-    second = "".join(f"<th>{esc(c)}</th>" for c in table.columns)
+    top = "".join(f'<th colspan="{span}" class="group">{esc(label)}</th>' for label, span in table.groups)
+    starts = {sum(span for _, span in table.groups[:k]) for k in range(len(table.groups))}  # a rule between tasks
+    second = "".join(f"<th{' class=group' if i in starts else ''}>{esc(c)}</th>" for i, c in enumerate(table.columns))
     body = []
     for label, cells in table.rows:
-        tds = "".join(f"<td><b>{esc(c.text)}</b></td>" if c.bold else f"<td>{esc(c.text)}</td>" for c in cells)
+        tds = "".join(_html_cell(c, i in starts) for i, c in enumerate(cells))
         body.append(f"<tr><th>{esc(label)}</th>{tds}</tr>")
     notes = "".join(f"<p>{esc(note)}</p>" for note in table.notes)
     return (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>'
         f"{esc(table.title)}</title><style>table{{border-collapse:collapse;font-family:sans-serif}}"
         "th,td{padding:3px 8px;text-align:center}thead tr:last-child th{border-bottom:1px solid #000}"
-        "table{border-top:2px solid #000;border-bottom:2px solid #000}</style></head><body>"
+        "table{border-top:2px solid #000;border-bottom:2px solid #000}td.incomplete{color:#a00;font-style:italic}"
+        ".group{border-left:1px solid #888}p{font-family:sans-serif;font-size:90%;max-width:70em}"
+        "</style></head><body>"
         f"<h3>{esc(table.title)}</h3><table><thead><tr><th></th>{top}</tr><tr><th>{esc(table.stub)}</th>{second}"
         f"</tr></thead><tbody>{''.join(body)}</tbody></table>{notes}</body></html>\n"
     )
+
+
+def _html_cell(cell: Cell, group_start: bool = False) -> str:
+    text = html.escape(cell.text)
+    classes = " ".join(name for name, on in (("group", group_start), ("incomplete", cell.incomplete)) if on)
+    attributes = f' class="{classes}"' if classes else ""
+    if cell.incomplete:
+        attributes += ' title="computed from fewer images than planned"'
+    return f"<td{attributes}><b>{text}</b></td>" if cell.bold else f"<td{attributes}>{text}</td>"
 
 
 def _flat_headers(table: Table) -> list[tuple[str, str]]:
