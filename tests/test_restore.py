@@ -80,3 +80,17 @@ def test_restore_names_bad_arguments(photo, tmp_path):
         main(["restore", str(photo), "--task", "cs", "--method", "dwgf", "--suite", "smoke"])
     with pytest.raises(FileNotFoundError, match="neither a test-bed prior"):
         main(["restore", str(photo), "--task", "sr8", "--method", "dwgf", "--prior", str(tmp_path)])
+
+
+@pytest.mark.gpu
+def test_restore_with_a_stable_diffusion_folder_at_512_px_on_the_gpu(photo, tiny_sd_path, tmp_path):
+    """The paper suite's settings (512 px, device cuda, N = 4), with the tiny SD folder standing in for SD-2.1-base."""
+    out = tmp_path / "gpu"
+    args = [str(photo), "--task", "box", "--method", "dwgf", "--prior", str(tiny_sd_path), "--steps", "3"]
+    assert main(["restore", *args, "--out", str(out), "--no-progress"]) == 0  # --suite defaults to paper for SD
+    folder = out / "solve" / "dwgf" / "box" / "main" / "images"
+    with np.load(folder / "my_photo.npz") as data:
+        assert data["particles"].shape == (4, 3, 512, 512) and np.isfinite(data["particles"]).all()
+    shard = read_record(out / "solve" / "dwgf" / "box" / "main" / "shard-000.prov.json")
+    assert shard["config"]["device"] == "cuda" and shard["config"]["image_size"] == 512
+    assert read_record(out / "grid.png.prov.json")["step"] == "restore"
