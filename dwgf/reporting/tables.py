@@ -61,7 +61,8 @@ def render_markdown(table: Table) -> str:
     for label, cells in table.rows:
         texts = [f"**{c.text}**" if c.bold else c.text for c in cells]
         lines.append("| " + " | ".join([label, *texts]) + " |")
-    lines += [""] + [f"{note}" for note in table.notes]
+    for note in table.notes:  # one paragraph each
+        lines += ["", note]
     return "\n".join(lines).rstrip() + "\n"
 
 
