@@ -527,6 +527,21 @@ def acquire_images(source: dict[str, Any], ids: list[str], size: int, dest: str 
     return dest
 
 
+def missing_image_ids(source: dict[str, Any], ids: list[str]) -> list[str]:
+    """The ids of ``ids`` that a local ``folder`` / ``archive`` source does not hold (no file is decoded).
+
+    Cheap enough for plan time (a directory listing or an archive's member list), so a bad id stops
+    ``snakemake -n`` instead of a job; a missing folder or archive raises ``FileNotFoundError`` naming it.
+    """
+    if source.get("kind") not in ("folder", "archive"):
+        raise ValueError(f"missing_image_ids checks local sources (folder, archive), got kind {source.get('kind')!r}")
+    reader = _open_image_source(source)
+    try:
+        return [str(i) for i in ids if str(i) not in reader.index]
+    finally:
+        reader.close()
+
+
 def _refuse_pickle_store(text: str, where: str) -> None:
     lowered = text.lower().rstrip("/")
     if lowered.endswith(_PICKLE_STORES) or Path(lowered).name in ("data.mdb", "lock.mdb"):

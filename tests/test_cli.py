@@ -238,6 +238,55 @@ def test_evaluate_rows_match_an_independent_psnr(root):
     assert read_record(f"{out}.prov.json")["outputs"]
 
 
+def test_qualitative_grid_shows_the_exact_posterior_on_the_test_bed(root):
+    """The grid's exact-posterior columns are E[D(z) | y] and one seeded exact sample, from the stored y."""
+    from dwgf.operators import make_operator
+    from dwgf.pipeline.images import to_uint8
+    from dwgf.priors import load_prior
+    from dwgf.reporting.qualitative import exact_posterior_panels
+
+    spec = {**BASE, "methods": {"dwgf": "DWGF"}, "tasks": {"sr8": TASK}, "prior": "gaussian_mixture",
+            "qualitative_ids": IDS, "qualitative_particles": 2}  # fmt: skip
+    seeds: dict[str, int] = {}
+    panels = exact_posterior_panels(spec, root, "sr8", IDS, root / "obs/o.prov.json", root / "prior/prior.prov.json",
+                                    seeds)  # fmt: skip
+    prior = load_prior(root / "prior", dtype=torch.float64)
+    obs = read_record(root / "obs" / "o.prov.json")
+    for image_id in IDS:
+        with np.load(root / obs["extra"]["images"][image_id]["npz"]) as data:
+            y = torch.from_numpy(data["y"]).to(torch.float64)
+        posterior = prior.posterior(y, make_operator("sr_avgpool", 64, factor=8), TASK["sigma_y"])
+        mean, sample = panels[image_id]
+        assert np.array_equal(mean, to_uint8(posterior.mean_image[0]))
+        assert mean.shape == sample.shape == (64, 64, 3) and np.abs(mean.astype(int) - sample).mean() > 0.5
+    again = exact_posterior_panels(spec, root, "sr8", IDS, root / "obs/o.prov.json", root / "prior/prior.prov.json",
+                                   {})  # fmt: skip
+    assert all(np.array_equal(panels[i][1], again[i][1]) for i in IDS)  # the sample is seeded per image
+
+    out = root / "plots" / "qualitative-sr8.png"
+    run("qualitative", spec, root, "--task", "sr8", "--images", f"{root}/data/images.prov.json", "--observations",
+        f"{root}/obs/o.prov.json", "--shards", f"{root}/solve/s.prov.json", "--prior", f"{root}/prior/prior.prov.json",
+        "--out", str(out))  # fmt: skip
+    record = read_record(f"{out}.prov.json")
+    assert record["seeds"] == seeds and "prior/prior.prov.json" in record["inputs"]
+    with pytest.raises(ValueError, match="--prior"):
+        run(
+            "qualitative",
+            spec,
+            root,
+            "--task",
+            "sr8",
+            "--images",
+            f"{root}/data/images.prov.json",
+            "--observations",
+            f"{root}/obs/o.prov.json",
+            "--shards",
+            f"{root}/solve/s.prov.json",
+            "--out",
+            str(out),
+        )
+
+
 def test_aggregate_refuses_rows_of_another_suite(root, tmp_path):
     from dwgf.metrics.schema import read_metrics, write_metrics
 
@@ -289,8 +338,8 @@ def test_main_table_means_and_bold_best():
     }
     set_df = pd.DataFrame([{"level": "set", "task": "box", "method": m, "variant": "main", "image_id": None,
                             "particle": None, "metric": "fid", "protocol": "clean-fid:clean", "value": v,
-                            "sample_policy": "all_particles", "status": "ok", "network": "x", "reference": r}
-                           for (m, r), v in fid.items()])  # fmt: skip
+                            "sample_policy": "all_particles", "status": "ok", "network": "x", "reference": r,
+                            "n_samples": 4} for (m, r), v in fid.items()])  # fmt: skip
     table = main_table(df, set_df, spec)
     cells = dict(table.rows)
     assert table.columns == ["PSNR ↑", "FID ↓", "FID (ref) ↓", "ok"]

@@ -16,6 +16,7 @@ VERB_MODULES = [
     "dwgf.cli.audit",  # verify, trace
     "dwgf.cli.compare",  # testbed-compare
     "dwgf.cli.docs",  # hyperparameters
+    "dwgf.cli.restore",  # restore: one image of your own, outside the DAG
 ]
 
 

@@ -95,6 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--images", required=True, help="record of `dwgf acquire-images`")
     p.add_argument("--observations", required=True, help="record of `dwgf observe` for the task")
     p.add_argument("--shards", required=True, nargs="+", help="records of `dwgf solve` (main variant)")
+    p.add_argument("--prior", default=None, help="record of the prior (test bed: exact posterior mean and sample)")
     p.add_argument("--out", required=True, help="PNG to write")
 
     p = verb("plan", _plan, "print the jobs of a suite (no work is done)")
@@ -207,7 +208,9 @@ def _plots(args: argparse.Namespace) -> int:
 def _qualitative(args: argparse.Namespace) -> int:
     from dwgf.reporting.qualitative import qualitative_grid
 
-    qualitative_grid(args.spec, args.root, args.task, args.images, args.observations, args.shards, args.out)
+    qualitative_grid(
+        args.spec, args.root, args.task, args.images, args.observations, args.shards, args.out, prior_record=args.prior
+    )
     return 0
 
 
@@ -217,6 +220,7 @@ def _plan(args: argparse.Namespace) -> int:
 
     overrides: dict[str, Any] = {"suite": args.suite} if args.suite else {}
     plan = Plan(load_config(args.config or DEFAULT_CONFIG, overrides))
+    plan.check_data()
     jobs = plan.solve_jobs()
     summary = {
         "suite": plan.suite,

@@ -79,7 +79,10 @@ def fit_prior(spec: dict[str, Any], root: str | os.PathLike, out: str | os.PathL
 
     Training data: ``crops_per_image`` random crops of each bundled image (:func:`dwgf.data.bundled.bundled_crops`
     with the fit seed) minus every crop sharing a pixel with one of the suite's test images (``held_out_ids``),
-    so the test images are genuinely held out. The fit itself is
+    so the test images are genuinely held out. Test images from a ``folder`` / ``archive`` source
+    (``held_out_source``; the user's own images, any size, Lanczos-resized to ``image_size`` by
+    ``acquire-images``) are not bundled crops: no training crop is excluded for them, and the prior's record says
+    so, naming their source (their sha256s are in ``data/images/manifest.json``). The fit itself is
     :meth:`dwgf.priors.gaussian_mixture.GaussianMixturePrior.fit` (whitened PCA + EM mixture;
     docs/testbed.md). The prior is saved to ``prior/`` and named in the record's ``extra.prior``.
     """
@@ -92,14 +95,19 @@ def fit_prior(spec: dict[str, Any], root: str | os.PathLike, out: str | os.PathL
     root = Path(root)
     fit = spec["prior"]["fit"]
     size = int(spec["image_size"])
+    source = spec.get("held_out_source", {"kind": "bundled"})
     recorder = Recorder("fit-prior", root=root, config=spec, seeds={"fit": fit["seed"]})
     images, ids = bundled_crops(int(fit["crops_per_image"]), size=size, seed=int(fit["seed"]))
     held_out = []
-    for image_id in spec["held_out_ids"]:
-        try:
-            held_out.append(parse_crop_id(image_id))
-        except ValueError as error:
-            raise ValueError(f"config key 'data.ids': the test-bed prior needs bundled crop ids: {error}") from error
+    if source["kind"] == "bundled":
+        for image_id in spec["held_out_ids"]:
+            try:
+                held_out.append(parse_crop_id(image_id))
+            except ValueError as error:
+                raise ValueError(
+                    f"config key 'data.ids': with data.source kind 'bundled' the ids are bundled crop ids: {error}; "
+                    "for your own images use data.source: {kind: folder, path: DIR}"
+                ) from error
     keep = [not any(crops_overlap(parse_crop_id(i), h, size) for h in held_out) for i in ids]
     kept_ids = [i for i, k in zip(ids, keep) if k]
     prior = GaussianMixturePrior.fit(
@@ -111,8 +119,14 @@ def fit_prior(spec: dict[str, Any], root: str | os.PathLike, out: str | os.PathL
     )
     prior.config["held_out"] = {
         "ids": list(spec["held_out_ids"]),
+        "source": dict(source),
         "excluded_overlapping_crops": len(ids) - len(kept_ids),
     }
+    if source["kind"] != "bundled":
+        prior.config["held_out"]["note"] = (
+            f"test images from a {source['kind']} source, not bundled crops: no training crop excluded; that they "
+            "share no pixels with the bundled photographs is the user's statement, not checked"
+        )
     folder = root / "prior"
     prior.save(folder)
     recorder.extra["prior"] = {"kind": "gaussian_mixture", "folder": relative_to_root(folder, root)}

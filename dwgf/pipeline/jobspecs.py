@@ -58,6 +58,7 @@ class JobSpecs:
         spec = {**self.base_spec(), "device": device, "dtype": dtype, "prior": prior}
         if prior["kind"] == "gaussian_mixture":
             spec["held_out_ids"] = self.suite.ids  # test crops (and crops overlapping them) are excluded from the fit
+            spec["held_out_source"] = dict(self.suite.spec["data"]["source"])  # bundled crops, or the user's images
         return spec
 
     def observe_spec(self, task: str) -> dict[str, Any]:
@@ -180,4 +181,5 @@ class JobSpecs:
             "prior": self.suite.spec["prior"]["kind"],
             "qualitative_ids": self.suite.qualitative_ids(),
             "qualitative_particles": report.get("qualitative_particles", 2),
+            "paper_reference": self.suite.paper_reference,
         }

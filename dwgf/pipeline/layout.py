@@ -46,6 +46,7 @@ LAYOUT = {
     "table_main": "tables/main.{ext}",
     "table_ablation": "tables/ablation-{ablation}.{ext}",
     "table_runtime": "tables/runtime.{ext}",
+    "table_paper": "tables/paper.{ext}",
     "plot_ablation": "plots/ablation-{ablation}.png",
     "plot_qualitative": "plots/qualitative-{task}.png",
     "verify": "audit/verify.json",

@@ -43,6 +43,7 @@ def check_plan(plan: Suite, *, jobs_run_here: bool = True) -> None:
     check_operators(plan)
     check_methods(plan)
     check_bundled_ids(plan)
+    plan.check_data()  # the user's own images (folder / archive sources)
     if jobs_run_here:
         check_device(plan)
 
@@ -144,7 +145,11 @@ def check_bundled_ids(plan: Suite) -> None:
         for index, image_id in enumerate(ids):
             problem = _bundled_id_error(image_id, size)
             if problem:
-                raise ConfigError(f"config key '{key}[{index}]': unknown bundled id {image_id!r}: {problem}")
+                raise ConfigError(
+                    f"config key '{key}[{index}]': unknown bundled id {image_id!r}: {problem}. A bundled source takes "
+                    "bundled crop ids only; for your own images use data.source: {kind: folder, path: DIR} with ids "
+                    "= their file names without extension"
+                )
 
 
 def check_device(plan: Suite) -> None:

@@ -112,7 +112,7 @@ def load_pipeline_prior(root: str | os.PathLike, prior_record: str | os.PathLike
     """The prior named by a ``fit-prior`` / ``acquire-weights`` record, placed on ``device`` in ``dtype``."""
     from dwgf.priors import load_prior
 
-    record = read_step_record_any(prior_record, ("fit-prior", "acquire-weights"))
+    record = read_step_record_any(prior_record, ("fit-prior", "acquire-weights", "use-prior"))  # use-prior: restore
     folder = resolve(root, record["extra"]["prior"]["folder"])
     return load_prior(folder, device=device, dtype=_torch_dtype(dtype)), record
 

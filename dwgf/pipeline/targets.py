@@ -46,6 +46,8 @@ class SuiteFiles:
     def table_files(self) -> list[str]:
         names = [self.layout.path("table_main", ext=ext) for ext in TABLE_FORMATS]
         names += [self.layout.path("table_runtime", ext=ext) for ext in TABLE_FORMATS]
+        if self.suite.paper_reference:
+            names += [self.layout.path("table_paper", ext=ext) for ext in TABLE_FORMATS]
         for ablation in self.suite.ablations:
             names += [self.layout.path("table_ablation", ablation=ablation.name, ext=ext) for ext in TABLE_FORMATS]
         return names

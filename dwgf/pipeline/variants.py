@@ -115,6 +115,38 @@ class Suite:
                         f"this suite; tasks are {self.tasks}"
                     )
 
+    def check_data(self) -> None:
+        """For the test-bed prior with a folder / archive source, check that every ``data.ids`` entry is one of the
+        user's image files (its name without extension); bundled ids are checked by
+        :func:`dwgf.pipeline.preflight.check_bundled_ids`. The paper suite's data may legitimately be absent at plan
+        time, so other priors are checked by their acquire rule."""
+        source, where = self.spec["data"]["source"], self._where("data", "ids")
+        if self.spec["prior"]["kind"] != "gaussian_mixture":
+            return
+        if source["kind"] == "bundled":
+            from dwgf.pipeline.preflight import check_bundled_ids  # imports this module: import here
+
+            check_bundled_ids(self)
+            return
+        if source["kind"] not in ("folder", "archive"):
+            return
+        from dwgf import acquire
+
+        try:
+            missing = acquire.missing_image_ids(source, self.ids)
+        except FileNotFoundError as error:
+            raise ConfigError(f"config key {self._where('data', 'source', 'path')!r}: {error}") from None
+        if missing:
+            raise ConfigError(
+                f"config key {where!r}: {missing[:5]} not found in {source['path']} (looked for <id>.png/.jpg/"
+                ".jpeg); ids are the images' file names without extension"
+            )
+
+    @property
+    def paper_reference(self) -> bool:
+        """``report.paper_reference``: print the paper's reported numbers beside this suite's repo-protocol rows."""
+        return bool((self.spec.get("report") or {}).get("paper_reference", False))
+
     @property
     def reference(self) -> dict[str, Any] | None:
         """``metrics.set_level.reference`` (a second FID/KID reference set), or None."""

@@ -4,6 +4,9 @@ Points are the mean over the ablation's images of the per-image (particle-averag
 (:func:`dwgf.reporting.summary.per_image`); error bars are ± one sample standard deviation over images
 (seaborn ``lineplot(..., errorbar="sd")``, which computes both from the per-image values). The x axis is
 logarithmic when every value is positive and they span a factor of 4 or more (γ ∈ {0.05, 0.15, 0.5}, N ∈ {1, 2, 4, 8}).
+Each metric has its own panel and y scale; a ratio with an ideal value (the spread ratio, ideal 1:
+:attr:`dwgf.reporting.summary.MetricColumn.target`) is drawn on a log y axis with a dashed reference line at that
+value, so under- and over-dispersion by the same factor look alike.
 """
 
 from __future__ import annotations
@@ -56,8 +59,6 @@ def plot_ablation(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
-    import seaborn as sns
 
     from dwgf.metrics.schema import read_metrics
     from dwgf.provenance import Recorder
@@ -69,8 +70,22 @@ def plot_ablation(
         )
     ablation = ablations[name]
     recorder = Recorder("plots", root=root, config={**spec, "ablation": name}, seeds={})
-    frame = ablation_frame(read_metrics(metrics_path), spec, ablation)
+    fig = ablation_figure(ablation_frame(read_metrics(metrics_path), spec, ablation), spec, ablation)
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    recorder.write(f"{out}.prov.json", outputs=[out], inputs=[metrics_path])
+    return Path(out)
+
+
+def ablation_figure(frame: pd.DataFrame, spec: dict[str, Any], ablation: dict[str, Any]):
+    """The matplotlib figure of one ablation: one panel (own y scale) per metric of :func:`ablation_frame`."""
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+    import seaborn as sns
+
     metrics = list(dict.fromkeys(frame["metric"]))
+    targets = {c.label + c.arrow: c.target for c in ABLATION_COLUMNS}
     sns.set_theme(style="whitegrid", context="paper")
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.0), squeeze=False)
     xs = sorted(frame["x"].unique())
@@ -83,6 +98,9 @@ def plot_ablation(
         ax.set_title(metric)
         ax.set_xlabel(ablation["label"])
         ax.set_ylabel("")
+        target = targets.get(metric)
+        if target is not None:
+            _ratio_axis(ax, frame[frame["metric"] == metric]["value"], target)
         if log_x:
             ax.set_xscale("log")
             ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())  # only the ablated values are ticked
@@ -95,8 +113,22 @@ def plot_ablation(
         f"{method}: ablation of {ablation['label']} ({len(spec['ids'][: ablation['images']])} images, mean ± sd)"
     )
     fig.tight_layout()
-    with atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    recorder.write(f"{out}.prov.json", outputs=[out], inputs=[metrics_path])
-    return Path(out)
+    return fig
+
+
+def _ratio_axis(ax, values: pd.Series, target: float) -> None:
+    """Log y axis around ``target`` with a dashed reference line at it (a ratio of 1/2 and 2 are equally far)."""
+    import matplotlib.ticker
+
+    positive = values[values > 0]
+    if positive.empty:
+        return  # nothing to put on a log axis; the linear panel shows the (non-positive) values as they are
+    ax.axhline(target, color="0.3", linestyle="--", linewidth=1, zorder=0)
+    ax.set_yscale("log")
+    low, high = min(float(positive.min()), target), max(float(positive.max()), target)
+    ax.set_ylim(low / 1.5, high * 1.5)
+    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))  # 0.2, 0.5, 1, 2...
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.text(0.98, 0.02, f"dashed: ideal {target:g}", transform=ax.transAxes, ha="right", va="bottom", fontsize=7,
+            color="0.3")  # fmt: skip

@@ -21,7 +21,9 @@ class MetricColumn:
     ``protocol_prefix`` selects the protocol (``standard``, ``space=image``...); ``higher_is_better`` picks the
     bold entry (None: no best); ``decimals`` formats the numbers; ``set_policy`` marks set-level metrics
     (FID/KID) and the sample policy they are read for, ``set_reference`` the prefix of their ``reference`` column
-    (``gt:`` the suite's ground truth, ``ref:`` the extra reference set of ``metrics.set_level.reference``).
+    (``gt:`` the suite's ground truth, ``ref:`` the extra reference set of ``metrics.set_level.reference``);
+    ``definition`` is the sentence a table caption prints for the column (every shown column is defined there);
+    ``target`` marks a ratio whose ideal value it is (plots use a log axis and draw a reference line there).
     """
 
     metric: str
@@ -31,6 +33,8 @@ class MetricColumn:
     decimals: int
     set_policy: str | None = None
     set_reference: str = "gt:"
+    definition: str = ""
+    target: float | None = None
 
     @property
     def arrow(self) -> str:
@@ -39,16 +43,30 @@ class MetricColumn:
 
 #: Columns of the main table, in order; a column is shown only when the table has rows for it.
 MAIN_COLUMNS = (
-    MetricColumn("psnr", "standard", "PSNR", True, 2),
-    MetricColumn("ssim", "standard", "SSIM", True, 3),
-    MetricColumn("lpips_alex", "standard", "LPIPS-alex", False, 3),
-    MetricColumn("posterior_mean_psnr", "space=image", "PSNR vs exact post. mean", True, 2),
-    MetricColumn("spread_ratio", "space=image", "Spread / exact", None, 2),
-    MetricColumn("fid", "clean-fid", "FID", False, 1, set_policy="all_particles"),
-    MetricColumn("kid", "clean-fid", "KID", False, 4, set_policy="all_particles"),
-    MetricColumn("fid", "clean-fid", "FID (ref)", False, 1, set_policy="all_particles", set_reference="ref:"),
-    MetricColumn("kid", "clean-fid", "KID (ref)", False, 4, set_policy="all_particles", set_reference="ref:"),
-)
+    MetricColumn("psnr", "standard", "PSNR", True, 2,
+                 definition="PSNR (dB) against the ground truth, on clamped 8-bit images scaled to [0, 1]"),
+    MetricColumn("ssim", "standard", "SSIM", True, 3,
+                 definition="SSIM against the ground truth (11x11 Gaussian window, clamped 8-bit images)"),
+    MetricColumn("lpips_alex", "standard", "LPIPS-alex", False, 3,
+                 definition="LPIPS distance to the ground truth (AlexNet backbone, inputs in [-1, 1])"),
+    MetricColumn("posterior_mean_psnr", "space=image", "PSNR vs exact post. mean", True, 2,
+                 definition="test bed only: PSNR (dB) of the particle mean against the exact posterior mean "
+                 "E[D(z) | y] (what a perfect sampler's particle mean tends to), unclamped, data range 2"),
+    MetricColumn("spread_ratio", "space=image", "Spread / exact", None, 2,
+                 definition="test bed only: the particles' across-particle std divided by the exact posterior std "
+                 "(means over pixels); 1 = calibrated spread, < 1 under-dispersed (mode collapse), > 1 "
+                 "over-dispersed; no best is marked, the target is 1 (the sample std of a few particles is biased "
+                 "low, by about 8 % at N = 4)", target=1.0),
+    MetricColumn("fid", "clean-fid", "FID", False, 1, set_policy="all_particles",
+                 definition="FID of all particles of all images against the ground-truth images (strongly biased "
+                 "upwards with few images)"),
+    MetricColumn("kid", "clean-fid", "KID", False, 4, set_policy="all_particles",
+                 definition="KID (unbiased) of all particles of all images against the ground-truth images"),
+    MetricColumn("fid", "clean-fid", "FID (ref)", False, 1, set_policy="all_particles", set_reference="ref:",
+                 definition="FID of all particles against the separate reference set named below"),
+    MetricColumn("kid", "clean-fid", "KID (ref)", False, 4, set_policy="all_particles", set_reference="ref:",
+                 definition="KID of all particles against the separate reference set named below"),
+)  # fmt: skip
 
 #: Columns of ablation tables and panels of ablation plots (per-image metrics only).
 ABLATION_COLUMNS = tuple(c for c in MAIN_COLUMNS if c.set_policy is None)

@@ -1,5 +1,18 @@
 # Steps 7-9: tables, plots and the qualitative grid, marked for `snakemake --report`; then the `verify` target.
 
+from dwgf.reporting.front_page import FrontPage
+
+# The report's first page (workflow/report/workflow.rst prints it): suite, results commit, verify status and the
+# main numbers, built from the files on disk when `snakemake --report` renders it (Jinja sees only the config).
+config["report_front_page"] = FrontPage(R, PLAN.report_spec(), PLAN.spec.get("description", ""))
+
+
+def decoder_note():
+    """The qualitative caption's note on what a linear decoder can show (test bed only; one source, in dwgf)."""
+    from dwgf.reporting.qualitative import LINEAR_DECODER_NOTE
+
+    return LINEAR_DECODER_NOTE if PLAN.spec["prior"]["kind"] == "gaussian_mixture" else ""
+
 
 rule tables:
     input:
@@ -27,6 +40,16 @@ rule tables:
             )
             for a in PLAN.ablations
         ],
+        paper=[
+            report(
+                PLAN.path("table_paper", ext="html"),
+                caption="../report/table_paper.rst",
+                category="Tables",
+                labels={"table": "paper (reported) vs this run"},
+            )
+        ]
+        if PLAN.paper_reference
+        else [],
         others=[p for p in PLAN.table_files() if not p.endswith(".html")],
         record=PLAN.path("tables_record"),
     params:
@@ -72,6 +95,7 @@ rule qualitative:
         images=PLAN.path("images_manifest"),
         observations=PLAN.path("observations"),
         shards=lambda wc: PLAN.qualitative_shards(wc.task),
+        prior=PLAN.path("prior"),  # the test bed's grid shows the exact posterior mean and a sample
     output:
         png=report(
             PLAN.path("plot_qualitative"),
@@ -83,6 +107,7 @@ rule qualitative:
     params:
         spec=spec(PLAN.report_spec),
         protocol=protocol(),
+        decoder_note=lambda wc: decoder_note(),
         root=R,
     log:
         PLAN.log("qualitative", "{task}"),
@@ -91,7 +116,7 @@ rule qualitative:
     shell:
         "dwgf qualitative --spec {params.spec:q} --root {params.root:q} --task {wildcards.task:q}"
         " --images {input.images:q} --observations {input.observations:q} --shards {input.shards:q}"
-        " --out {output.png:q} > {log:q} 2>&1"
+        " --prior {input.prior:q} --out {output.png:q} > {log:q} 2>&1"
 
 
 # `snakemake -c 2 verify`: build everything, then re-hash the whole suite with `dwgf verify` (dwgf/audit/README.md).

@@ -1,0 +1,186 @@
+"""Tables never hide an incomplete set (issue 11) and define every column they show (issue 15)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from dwgf.reporting.tables import main_table, render_html, render_latex, render_markdown
+
+IDS = ["i0", "i1"]
+SPEC = {
+    "suite": "t",
+    "ids": IDS,
+    "image_size": 64,
+    "methods": {"dwgf": "DWGF", "psld": "PSLD"},
+    "tasks": {"sr8": {"label": "SR x8"}},
+    "settings": {m: {"sr8": {"n_particles": 2, "n_steps": 3, "hyper": {}}} for m in ("dwgf", "psld")},
+}
+
+
+def _image_row(method, image_id, metric, value, particle, status="ok", protocol="standard"):
+    return {"level": "image", "task": "sr8", "method": method, "variant": "main", "image_id": image_id,
+            "particle": particle, "metric": metric, "protocol": protocol, "value": value, "sample_policy": None,
+            "status": status, "network": "x", "reference": None, "n_samples": None}  # fmt: skip
+
+
+def _frames():
+    """DWGF: both images (one diverged, still evaluated); PSLD: image i1 failed, so only i0 has metrics."""
+    rows = []
+    psnr = {("dwgf", "i0"): 4.0, ("dwgf", "i1"): 5.0, ("psld", "i0"): 5.17}
+    for (method, image_id), value in psnr.items():
+        rows += [_image_row(method, image_id, "psnr", value, j) for j in (0, 1)]
+    statuses = {("dwgf", "i0"): "ok", ("dwgf", "i1"): "solve_diverged"}
+    statuses |= {("psld", "i0"): "ok", ("psld", "i1"): "solve_error"}
+    for (method, image_id), status in statuses.items():
+        rows.append(_image_row(method, image_id, "runtime_s", 1.0, None, status, "wall_clock"))
+    # KID over all particles: DWGF's set has 2 images x 2 particles, PSLD's only the 2 particles of i0
+    kid = {"dwgf": (0.1354, 4), "psld": (0.1814 - 0.1, 2)}  # PSLD's (incomplete) number is the lower one
+    sets = [{"level": "set", "task": "sr8", "method": m, "variant": "main", "image_id": None, "particle": None,
+             "metric": "kid", "protocol": "clean-fid:clean", "value": v, "sample_policy": "all_particles",
+             "status": "ok", "network": "x", "reference": "gt:t:2", "n_samples": n}
+            for m, (v, n) in kid.items()]  # fmt: skip
+    return pd.DataFrame(rows), pd.DataFrame(sets)
+
+
+def test_an_incomplete_cell_is_marked_in_the_cell_never_bold_and_explained():
+    df, set_df = _frames()
+    table = main_table(df, set_df, SPEC)
+    cells = dict(table.rows)
+    assert table.columns == ["PSNR ↑", "KID ↓", "ok"]
+    psnr_dwgf, kid_dwgf, ok_dwgf = cells["DWGF"]
+    psnr_psld, kid_psld, ok_psld = cells["PSLD"]
+    # DWGF: both images count, the diverged one included (it is a result)
+    assert psnr_dwgf.text == f"4.50 ± {np.std([4.0, 5.0], ddof=1):.2f}" and not psnr_dwgf.incomplete
+    assert ok_dwgf.text == "1/2 (1/2 diverged)"
+    # PSLD: 1 of 2 planned images; its higher PSNR and lower KID are not bold, and the cell says why
+    assert psnr_psld.text == "5.17 (n=1/2)" and psnr_psld.incomplete and not psnr_psld.bold
+    assert kid_psld.text == "0.0814 (n=1/2)" and kid_psld.incomplete and not kid_psld.bold
+    assert ok_psld.text == "1/2"
+    # with one complete cell left there is no "best" to mark
+    assert not psnr_dwgf.bold and not kid_dwgf.bold
+    assert any("(n=k/m)" in note and "never bold" in note for note in table.notes)
+    for text in (render_markdown(table), render_latex(table), render_html(table)):
+        assert "5.17 (n=1/2)" in text and "**5.17" not in text and "textbf{5.17" not in text and "<b>5.17" not in text
+
+
+def test_complete_tables_have_no_incomplete_note_and_define_every_column():
+    df, set_df = _frames()
+    df = df[df["method"] == "dwgf"]
+    spec = {**SPEC, "methods": {"dwgf": "DWGF"}}
+    table = main_table(df, set_df[set_df["method"] == "dwgf"], spec)
+    assert not any("(n=k/m)" in note for note in table.notes)
+    columns = next(note for note in table.notes if note.startswith("Columns: "))
+    assert "PSNR: PSNR (dB) against the ground truth" in columns and "KID: KID" in columns and "ok: " in columns
+
+
+def test_spread_ratio_column_is_defined_in_the_caption():
+    rows = [_image_row("dwgf", i, "spread_ratio", 0.5, None, protocol="space=image;ratio_of_means") for i in IDS]
+    rows += [_image_row("dwgf", i, "runtime_s", 1.0, None, "ok", "wall_clock") for i in IDS]
+    table = main_table(pd.DataFrame(rows), pd.DataFrame(columns=list(rows[0])), {**SPEC, "methods": {"dwgf": "DWGF"}})
+    assert table.columns == ["Spread / exact", "ok"]
+    columns = next(note for note in table.notes if note.startswith("Columns: "))
+    assert "Spread / exact: " in columns and "exact posterior std" in columns and "1 = calibrated" in columns
+
+
+def test_ablation_plot_puts_the_spread_ratio_on_a_log_axis_with_a_line_at_one():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dwgf.reporting.plots import ablation_figure
+
+    rows = []
+    for value, (psnr, spread) in {"0.05": (20.0, 0.3), "0.5": (22.0, 2.5)}.items():
+        for image_id in IDS:
+            rows.append({"metric": "PSNR ↑", "task": "SR x8", "x": float(value), "image_id": image_id, "value": psnr})
+            rows.append({"metric": "Spread / exact", "task": "SR x8", "x": float(value), "image_id": image_id,
+                         "value": spread})  # fmt: skip
+    ablation = {"method": "dwgf", "label": "γ", "images": 2}
+    fig = ablation_figure(pd.DataFrame(rows), SPEC, ablation)
+    psnr_ax, spread_ax = fig.axes[:2]
+    assert psnr_ax.get_yscale() == "linear" and spread_ax.get_yscale() == "log"
+    lines = [line for line in spread_ax.get_lines() if list(line.get_ydata()) == [1.0, 1.0]]
+    assert lines and lines[0].get_linestyle() == "--"
+    low, high = spread_ax.get_ylim()
+    assert low < 0.3 and high > 2.5 and psnr_ax.get_ylim()[0] > 1  # each metric on its own scale
+    plt.close(fig)
+
+
+def test_paper_reference_table_tags_the_reported_numbers_and_shows_repo_protocol_rows():
+    from dwgf.reporting.tables import load_paper_reported, paper_table
+
+    reported = load_paper_reported()
+    assert reported["source"] == "third-party summary of the paper, not checked against the PDF"
+    spec = {**SPEC, "methods": {"psld": "PSLD", "rlsd": "RLSD", "dwgf": "DWGF", "latent_dps": "Latent-DPS"},
+            "tasks": {"box": {"label": "Box"}, "sr8": {"label": "SR x8"}},
+            "settings": {m: {t: {"n_particles": 2, "n_steps": 3, "hyper": {}} for t in ("box", "sr8")}
+                         for m in ("psld", "rlsd", "dwgf", "latent_dps")}}  # fmt: skip
+    rows = []
+    for task in ("box", "sr8"):
+        for image_id in IDS:
+            for protocol, value in (("repo", 30.0), ("standard", 10.0)):  # only the repo rows may be shown
+                row = _image_row("dwgf", image_id, "psnr", value, 0, protocol=protocol)
+                rows.append({**row, "task": task})
+            rows.append({**_image_row("dwgf", image_id, "runtime_s", 1.0, None, "ok", "wall_clock"), "task": task})
+    table = paper_table(pd.DataFrame(rows), pd.DataFrame(columns=list(rows[0])), spec, reported)
+    cells = dict(table.rows)
+    assert table.groups == [("Box", 3), ("SR x8", 3)] and table.columns == ["FID ↓", "PSNR ↑", "LPIPS ↓"] * 2
+    assert [c.text for c in cells["DWGF (paper, reported)"]] == ["118.05", "27.56", "0.184", "101.94", "32.71", "0.193"]
+    assert [c.text for c in cells["PSLD (paper, reported)"]] == ["57.70", "22.72", "0.082", "81.31", "24.82", "0.314"]
+    assert [c.text for c in cells["RLSD (paper, reported)"]] == ["29.18", "24.98", "0.079", "65.42", "28.39", "0.286"]
+    ours = [c.text for c in cells["DWGF (this run, repo protocol)"]]
+    assert ours == ["n/a", "30.00 ± 0.00", "n/a", "n/a", "30.00 ± 0.00", "n/a"]
+    assert "Latent-DPS (paper, reported)" not in cells  # the paper reports no Latent-DPS numbers
+    assert not any(c.bold for _, row in table.rows for c in row)
+    assert "not checked against the PDF" in table.notes[0] and "repository-faithful protocol" in table.notes[0]
+
+
+def test_only_the_paper_suite_writes_the_paper_reference_table():
+    from dwgf.pipeline.config import load_config
+    from dwgf.pipeline.plan import Plan
+
+    paper = Plan(load_config(overrides={"suite": "paper"}))
+    smoke = Plan(load_config(overrides={"suite": "smoke"}))
+    assert paper.report_spec()["paper_reference"] and paper.path("table_paper", ext="md") in paper.targets()
+    assert not smoke.report_spec()["paper_reference"]
+    assert not any("tables/paper." in t for t in smoke.targets())
+
+
+def test_report_front_page_states_commit_verify_status_and_main_numbers(tmp_path):
+    import json
+    import os
+
+    from dwgf.metrics.schema import write_metrics
+    from dwgf.provenance import Recorder
+    from dwgf.reporting.front_page import FrontPage
+
+    root = tmp_path / "results" / "t"
+    page = FrontPage(str(root), SPEC, "a test suite")
+    text = str(page)
+    assert "**Suite t**: a test suite." in text and "not verified" in text and "not computed yet" in text
+
+    df, set_df = _frames()
+    full = {"suite": "t", "hyper": "{}", "n_particles": 2, "observation_sha256": None, "run_sha256": None}
+    full |= {k: None for k in ("gamma", "lr", "kappa", "sigma_dec", "omega", "n_steps")}
+    from dwgf.metrics.schema import COLUMNS
+
+    def complete(frame):
+        frame = frame.assign(**{k: v for k, v in full.items() if k in COLUMNS and k not in frame})
+        return frame.assign(**{c: None for c in COLUMNS if c not in frame.columns})[list(COLUMNS)]
+
+    write_metrics(complete(df), root / "metrics.parquet")
+    write_metrics(complete(set_df), root / "set_metrics.parquet")
+    Recorder("tables", root, {}).write(root / "tables" / "tables.prov.json", outputs=[root / "metrics.parquet"])
+    (root / "audit").mkdir()
+    (root / "audit" / "verify.json").write_text(json.dumps({"ok": True, "n_records": 3, "n_files": 9, "problems": []}))
+    text = str(page)
+    assert "**passed** (3 records, 9 files re-hashed)" in text and "stale" not in text
+    assert "(the commit that made the tables)" in text
+    assert ".. list-table:: SR x8" in text and "- 5.17 (n=1/2)" in text and "- 1/2 (1/2 diverged)" in text
+    old = (root / "tables" / "tables.prov.json").stat().st_mtime - 60
+    os.utime(root / "audit" / "verify.json", (old, old))  # verified before the tables were rewritten
+    assert "stale" in str(page)
+    (root / "audit" / "verify.json").write_text(json.dumps({"ok": False, "problems": [{"path": "x"}]}))
+    assert "**FAILED**: 1 problem(s)" in str(page)
