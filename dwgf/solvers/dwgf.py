@@ -184,7 +184,7 @@ def solve(
     operator: LinearOperator,
     y: torch.Tensor,
     n_particles: int,
-    generators: torch.Generator | list[torch.Generator],
+    generator: torch.Generator | list[torch.Generator],
     *,
     n_steps: int = 998,
     progress: bool = True,
@@ -192,7 +192,7 @@ def solve(
 ) -> SolveResult | list[SolveResult]:
     """Run DWGF on B observations ``y`` (B, *y_shape) with ``n_particles`` particles each (module docstring).
 
-    ``generators``: one per image (a list; returns one result per image), or a single generator with y of shape
+    ``generator``: one per image (a list; returns one result per image), or a single generator with y of shape
     (1, *y_shape) (returns one result). ``n_steps=998`` is the official loop t = 999, ..., 2; fewer steps take an
     evenly strided subset (:func:`dwgf.solvers.base.make_timesteps`). Hyper-parameters: :data:`DEFAULTS`
     (``y_clean`` is (B, *y_shape)).
@@ -207,7 +207,7 @@ def solve(
     ``status="diverged"``, ``diverged_at_step`` is the 0-based index of that step, and its result holds its last
     (finite) latents and their decode; the other images go on (:class:`dwgf.solvers.base.ImageMask`).
     """
-    generators, single = as_generators(generators)
+    generators, single = as_generators(generator)
     b = len(generators)
     latent_shape = check_problem(prior, operator, y, n_particles, b)
     hp = resolve_hyper(hyper)

@@ -215,7 +215,7 @@ def solve(
     operator: LinearOperator,
     y: torch.Tensor,
     n_particles: int,
-    generators: torch.Generator | list[torch.Generator],
+    generator: torch.Generator | list[torch.Generator],
     *,
     n_steps: int = N_STEPS,
     progress: bool = True,
@@ -230,7 +230,7 @@ def solve(
     (1 / (N d)) and the repulsion are per image. An image with a non-finite loss, gradient or iterate is frozen at
     its state from before that step without raising (``status="diverged"``); the others go on.
     """
-    generators, single = as_generators(generators)
+    generators, single = as_generators(generator)
     b = len(generators)
     latent_shape = check_problem(prior, operator, y, n_particles, b)
     hp = resolve_hyper(hyper)
