@@ -616,3 +616,26 @@ def test_killed_run_resumes_to_identical_metrics(smoke, tmp_path_factory):
         again = comparable(read_metrics(resumed.workdir / "results" / "smoke" / name))
         reference = comparable(read_metrics(smoke / "results" / "smoke" / name))
         pd.testing.assert_frame_equal(again, reference, check_exact=False, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_testbed_compare_reproduces_the_dags_particles(smoke):
+    """One set of settings, one code path: `dwgf testbed-compare` on the smoke suite's real regime gives, bit for
+    bit, the particles of the DAG's main-variant solves (same prior file, observations, seeds and settings)."""
+    import torch
+
+    from dwgf.cli.compare import load_or_fit_prior, run_compare, suite_plan
+
+    root = smoke / "results" / "smoke"
+    plan = suite_plan(str(REPO / "config.yaml"), "smoke")
+    prior = load_or_fit_prior(plan, str(root))
+    rows = run_compare(
+        prior, plan, methods=["dwgf", "rlsd"], tasks=["sr8"], regimes=["real"], n_images=2, keep_particles=True,
+        log=lambda message: None,
+    )  # fmt: skip
+    solved = [r for r in rows if "particles" in r]
+    assert len(solved) == 4
+    for row in solved:
+        with np.load(root / f"solve/{row['method']}/sr8/main/images/{row['image_id']}.npz") as data:
+            dag = torch.from_numpy(data["particles"])
+        assert torch.equal(row["particles"].to(torch.float32), dag), (row["method"], row["image_id"])
