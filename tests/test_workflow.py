@@ -53,6 +53,9 @@ def test_shipped_config_validates_for_every_suite():
         (lambda s: s["tasks"]["box"].update(sigma_y=-0.1), "suites.smoke.tasks.box.sigma_y", "minimum"),
         (lambda s: s["methods"]["dwgf"]["hyper"].update(gama=0.1), "suites.smoke.methods.dwgf.hyper", "gama"),
         (lambda s: s.update(image_size=60), "suites.smoke.image_size", "multiple of 8"),
+        (lambda s: s["tasks"]["box"].update(operator="box"), "suites.smoke.tasks.box.operator", "box_inpainting"),
+        (lambda s: s["metrics"].update(fid_network="inception"), "suites.smoke.metrics.fid_network", "cleanfid"),
+        (lambda s: s["methods"]["psld"].update(hyper={"eta": True}), "suites.smoke.methods.psld.hyper.eta", "number"),
         (lambda s: s["data"]["source"].update(path="x"), "suites.smoke.data.source", "path"),
         (
             lambda s: s["metrics"]["set_level"]["reference"].update(ids={"crops_per_image": 0}),
