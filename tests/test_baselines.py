@@ -409,7 +409,7 @@ def testbed():
 @pytest.mark.parametrize("name", BASELINES)
 def test_testbed_particle_mean_beats_the_prior_mean(testbed, name):
     """Well-specified box inpainting: particle mean closer to the exact posterior mean than the prior mean is."""
-    from dwgf.cli.compare import prior_mean_image, settings_for
+    from dwgf.cli.compare import prior_mean_image, settings_for, suite_plan
     from dwgf.metrics.testbed import posterior_mean_psnr
     from dwgf.operators import add_measurement_noise
 
@@ -418,9 +418,9 @@ def test_testbed_particle_mean_beats_the_prior_mean(testbed, name):
     gt = prior.decode(prior.sample_prior(1, torch.Generator().manual_seed(21)))
     y = operator.zero_unmeasured(add_measurement_noise(operator(gt), 0.001, torch.Generator().manual_seed(22)))
     posterior = prior.posterior(y, operator, 0.001, 0.01)
-    _, hyper = settings_for(name, "box_inpainting")
+    _, n_steps, hyper = settings_for(suite_plan(suite="demo"), name, "box")  # the demo suite's test-bed settings
     result = get_solver(name)(
-        prior, operator, y, 4, torch.Generator().manual_seed(23), n_steps=40, progress=False, **hyper
+        prior, operator, y, 4, torch.Generator().manual_seed(23), n_steps=n_steps, progress=False, **hyper
     )
     assert result.ok and torch.isfinite(result.particles).all()
     psnr_method = posterior_mean_psnr(result.particles, posterior.mean_image)
@@ -430,20 +430,26 @@ def test_testbed_particle_mean_beats_the_prior_mean(testbed, name):
 
 def test_testbed_compare_rows_and_table(testbed):
     from dwgf.cli import build_parser
-    from dwgf.cli.compare import REFERENCES, run_compare, summarise, to_markdown
+    from dwgf.cli.compare import REFERENCES, run_compare, suite_plan, summarise, to_markdown
 
-    prior, test_ids = testbed
+    prior, _ = testbed
+    plan = suite_plan(suite="smoke")  # the settings are the suite's: N = 2, 6 steps
     rows = run_compare(
-        prior, test_ids, methods=["latent_dps", "rlsd"], tasks=["sr_avgpool"], regimes=["real", "prior"],
-        n_images=1, n_particles=2, steps=3, log=lambda message: None,
+        prior, plan, methods=["latent_dps", "rlsd"], tasks=["sr8"], regimes=["real", "prior"],
+        n_images=1, log=lambda message: None,
     )  # fmt: skip
     assert len(rows) == 2 * (2 + len(REFERENCES))
+    solved = [r for r in rows if r["status"] != "reference"]
+    assert all((r["n_steps"], r["n_particles"]) == (6, 2) for r in solved)
+    assert {r["image_id"] for r in solved if r["regime"] == "real"} == {plan.ids[0]}  # the DAG's test image
+    with pytest.raises(ValueError, match=r"unknown method\(s\) \['nope'\]"):
+        run_compare(prior, plan, methods=["nope"], n_images=1, log=lambda message: None)
     exact = [r for r in rows if r["method"] == "exact_mean"]
     assert all(r["psnr_post"] == math.inf for r in exact)  # the exact mean against itself
     summary = summarise(rows)
     assert list(summary["method"].unique()) == ["rlsd", "latent_dps", *REFERENCES]
     markdown = to_markdown(summary, {"n_images": 1})
-    assert "| sr_avgpool | rlsd |" in markdown and "Regime `prior`" in markdown
+    assert "| sr8 | rlsd |" in markdown and "Regime `prior`" in markdown
     args = build_parser().parse_args(["testbed-compare", "--n-images", "3", "--methods", "psld"])
     assert args.n_images == 3 and args.methods == "psld" and callable(args.func)
 

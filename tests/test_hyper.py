@@ -95,6 +95,10 @@ def test_config_schema_takes_hyper_and_names_from_the_registries():
     assert sorted(schema["$defs"]["methods"]["properties"]) == SOLVERS
     assert schema["$defs"]["ablation"]["properties"]["method"]["enum"] == SOLVERS
     assert schema["$defs"]["task"]["properties"]["operator"]["enum"] == operator_names()
+    from dwgf.metrics.fid import NETWORKS
+
+    assert schema["$defs"]["metrics"]["properties"]["fid_network"]["enum"] == list(NETWORKS)
+    assert "cleanfid-inception" not in text
 
 
 @pytest.mark.parametrize("name", SOLVERS)

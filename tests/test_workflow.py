@@ -53,6 +53,9 @@ def test_shipped_config_validates_for_every_suite():
         (lambda s: s["tasks"]["box"].update(sigma_y=-0.1), "suites.smoke.tasks.box.sigma_y", "minimum"),
         (lambda s: s["methods"]["dwgf"]["hyper"].update(gama=0.1), "suites.smoke.methods.dwgf.hyper", "gama"),
         (lambda s: s.update(image_size=60), "suites.smoke.image_size", "multiple of 8"),
+        (lambda s: s["tasks"]["box"].update(operator="box"), "suites.smoke.tasks.box.operator", "box_inpainting"),
+        (lambda s: s["metrics"].update(fid_network="inception"), "suites.smoke.metrics.fid_network", "cleanfid"),
+        (lambda s: s["methods"]["psld"].update(hyper={"eta": True}), "suites.smoke.methods.psld.hyper.eta", "number"),
         (lambda s: s["data"]["source"].update(path="x"), "suites.smoke.data.source", "path"),
         (
             lambda s: s["metrics"]["set_level"]["reference"].update(ids={"crops_per_image": 0}),
@@ -636,3 +639,26 @@ def test_killed_run_resumes_to_identical_metrics(smoke, tmp_path_factory):
         again = comparable(read_metrics(resumed.workdir / "results" / "smoke" / name))
         reference = comparable(read_metrics(smoke / "results" / "smoke" / name))
         pd.testing.assert_frame_equal(again, reference, check_exact=False, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_testbed_compare_reproduces_the_dags_particles(smoke):
+    """One set of settings, one code path: `dwgf testbed-compare` on the smoke suite's real regime gives, bit for
+    bit, the particles of the DAG's main-variant solves (same prior file, observations, seeds and settings)."""
+    import torch
+
+    from dwgf.cli.compare import load_or_fit_prior, run_compare, suite_plan
+
+    root = smoke / "results" / "smoke"
+    plan = suite_plan(str(REPO / "config.yaml"), "smoke")
+    prior = load_or_fit_prior(plan, str(root))
+    rows = run_compare(
+        prior, plan, methods=["dwgf", "rlsd"], tasks=["sr8"], regimes=["real"], n_images=2, keep_particles=True,
+        log=lambda message: None,
+    )  # fmt: skip
+    solved = [r for r in rows if "particles" in r]
+    assert len(solved) == 4
+    for row in solved:
+        with np.load(root / f"solve/{row['method']}/sr8/main/images/{row['image_id']}.npz") as data:
+            dag = torch.from_numpy(data["particles"])
+        assert torch.equal(row["particles"].to(torch.float32), dag), (row["method"], row["image_id"])

@@ -1,6 +1,6 @@
 """Every provenance record of one suite's results folder, and the look-ups ``verify`` and ``trace`` share.
 
-A suite's results folder (``results/<suite>``, :data:`dwgf.pipeline.plan.LAYOUT`) holds artifacts plus one
+A suite's results folder (``results/<suite>``, :data:`dwgf.pipeline.layout.LAYOUT`) holds artifacts plus one
 provenance record (``*.prov.json``, schema ``dwgf.provenance/1``, :mod:`dwgf.provenance`) per workflow job. A
 record names the sha256 of every file the job wrote (``outputs``) and read (``inputs``), by path relative to the
 results folder (absolute for files outside it, such as a weights cache). Records therefore form a DAG: a file is

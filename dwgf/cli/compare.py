@@ -23,11 +23,16 @@ The exact posterior is that of the model z ~ p_0, x | z ~ N(D(z), sigma_dec^2 I)
 (docs/method.md#normalisations), as in
 the test-bed prototype.
 
-Test-bed hyper-parameters (:data:`TESTBED_SETTINGS`) differ from the SD paper settings (the solvers' ``DEFAULTS`` /
-``TASK_DEFAULTS``): the runs must take seconds on a CPU, so every method gets 50 steps instead of ~1000, and
-the step sizes were re-chosen for 64 px and the test bed's latent geometry (the whitened decoder D(z) = W diag(s) z
-+ b has gains s from 0.46 to 47, so an unsquared-norm DPS step of size omega moves the top PCA directions ~100x
-more than the bottom ones). Each entry states why.
+Settings: one set, the workflow's. The tasks (operator, parameters, sigma_y), the methods (N, step count and
+hyper-parameters per task), the base seed and the held-out test images are those of a suite of ``config.yaml``
+(``--suite``, default ``demo``: the suite the DAG runs on the same test bed), resolved by
+:class:`dwgf.pipeline.plan.Plan` exactly as for the DAG's jobs. The prior is fitted by the DAG's own
+``fit-prior`` step (:func:`dwgf.pipeline.data_steps.fit_prior`) from the suite's prior spec, or read from a DAG
+results folder (``--prior-dir results/demo``); observations use the DAG's measurement function and seeds
+(:func:`dwgf.pipeline.observe.measure`), and each solve uses the DAG's per-image seed
+(:func:`dwgf.pipeline.solve.solve_seed`). So on the ``real`` regime a method's particles are those of the DAG's
+``main`` variant for that image, and this verb adds what the DAG does not compute: the ``prior`` regime, the
+reference rows and the spread ratio. The test-bed step sizes are documented where they are set, in ``config.yaml``.
 """
 
 from __future__ import annotations
@@ -44,113 +49,75 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # torch is imported where it is used: `dwgf --help` and other verbs should not pay for it
     import torch
 
-#: The three test-bed tasks: operator name -> ``make_operator`` parameters at 64 px. Compressed sensing keeps
-#: 10 % of the 12,288 pixel values (m = 1229): at that size Phi stays cached in memory, so one forward is a
-#: matrix product instead of regenerating Phi, and the exact posterior's dense Sigma_y is 1229 x 1229.
-TASKS: dict[str, dict[str, Any]] = {
-    "box_inpainting": {},
-    "sr_avgpool": {"factor": 8},
-    "compressed_sensing": {"ratio": 0.1, "seed": 0},
-}
 REGIMES = ("real", "prior")
-METHODS = ("dwgf", "psld", "rlsd", "latent_dps")
 REFERENCES = ("exact_mean", "exact_samples", "pseudo_inverse", "prior_mean")
-
-#: Per-method test-bed settings: ``n_steps`` and hyper-parameters (over the solver's DEFAULTS), with per-task
-#: overrides in ``per_task``. Every method gets 50 steps so that the full comparison (2 regimes x 3 tasks x 8 images
-#: x 4 methods) runs in minutes on a shared 2-core CPU. Step sizes come from small scans (1-2 well-specified images
-#: per task, ``PSNR vs exact mean``), run with :func:`run_compare`; the numbers behind each choice are in the
-#: comments (50 steps unless stated).
-TESTBED_SETTINGS: dict[str, dict[str, Any]] = {
-    "dwgf": {
-        "n_steps": 50,
-        # SD value lr 1.0 makes Adam's per-coordinate steps of ~1 latent std, which never settle on the whitened
-        # test bed (docs/testbed.md: lr 0.1 at 300 steps). At 50 steps lr 0.2 beat 0.1 on box inpainting
-        # (29.4 vs 25.2 dB); at 100 steps lr 0.1 gave box 32.4, SR 33.5, CS 44.0 dB.
-        "hyper": {"lr": 0.2},
-        "per_task": {},
-    },
-    "psld": {
-        "n_steps": 50,
-        # omega = 1 (SD setting) diverges: the gradient of ||y - A D(zhat_0)|| w.r.t. z_t is ~ s_max / sqrt(abar_t)
-        # ~ 47 x 14.6 at t = 999. Box inpainting, 100 steps, held-out crops, omega = gamma in {0.003, 0.01, 0.03}:
-        # 14.2, 15.4, 16.9 dB (omega 1: -13 dB). omega as for Latent-DPS (scans below); gamma = omega / 10 keeps
-        # the ratio of both official settings (box 1e-2 / 1e-1, SR 0.1 / 1).
-        "hyper": {"omega": 0.03, "gamma": 0.003},
-        "per_task": {"sr_avgpool": {"omega": 0.1, "gamma": 0.01}},
-    },
-    "latent_dps": {
-        "n_steps": 50,
-        # Box: omega 0.03 -> 20.5 dB, 0.1 -> 14.2 dB (over-shooting oscillation at small t). SR (100 steps):
-        # 0.01 / 0.03 / 0.1 -> 14.7 / 19.5 / 23.2 dB. CS (100 steps): 0.01 / 0.03 / 0.1 -> 20.3 / 23.5 / 18.3 dB.
-        "hyper": {"omega": 0.03},
-        "per_task": {"sr_avgpool": {"omega": 0.1}},
-    },
-    "rlsd": {
-        "n_steps": 50,
-        # The configuration-file defaults (w_t 0.1, rho 0.2, lr 0.2 / 0.2, weight w_t / rho) work on box and SR
-        # (27.8 and 27.2 dB). Compressed sensing fails with every variant tried (defaults 11.8 dB at 100 steps;
-        # rho 1.0: 7.0 dB; lr_x 0.05: 5.5 dB; pseudo-inverse 6.4 dB on that image): the pixel variable starts
-        # from N(0, I) noise, and in the 90 % null space of A only the weak coupling term removes it.
-        "hyper": {},
-        "per_task": {},
-    },
-}
+DEFAULT_SUITE = "demo"
 
 
-def settings_for(method: str, task: str, steps: int | None = None) -> tuple[int, dict[str, Any]]:
-    """(n_steps, hyper) of ``method`` on ``task`` from :data:`TESTBED_SETTINGS` (``steps`` overrides n_steps)."""
-    if method not in TESTBED_SETTINGS:
-        raise ValueError(f"unknown method {method!r}; choose from {sorted(TESTBED_SETTINGS)}")
-    entry = TESTBED_SETTINGS[method]
-    hyper = {**entry["hyper"], **entry["per_task"].get(task, {})}
-    return (int(steps) if steps is not None else int(entry["n_steps"])), hyper
+def suite_plan(config: str | None = None, suite: str = DEFAULT_SUITE):
+    """The :class:`~dwgf.pipeline.plan.Plan` of ``suite`` in ``config`` (default: the repository's config.yaml),
+    which must use the test-bed prior."""
+    from dwgf.pipeline.config import DEFAULT_CONFIG, ConfigError, load_config
+    from dwgf.pipeline.plan import Plan
+
+    plan = Plan(load_config(config or DEFAULT_CONFIG, {"suite": suite}))
+    if plan.spec["prior"]["kind"] != "gaussian_mixture":
+        raise ConfigError(
+            f"config key 'suites.{suite}.prior.kind': testbed-compare needs the exact-posterior test bed "
+            f"(gaussian_mixture), got {plan.spec['prior']['kind']!r}; choose a test-bed suite such as 'demo'"
+        )
+    return plan
 
 
-def load_or_fit_prior(path: str | None, save_to: str | None = None, log=print):
-    """(prior, held-out test ids): load a prior saved by ``GaussianMixturePrior.save`` or fit one on bundled crops.
-
-    Held-out ids come from ``prior.config["bundled"]["test_ids"]`` (written by ``fit_bundled``); a prior without
-    them cannot serve the ``real`` regime, which raises.
-    """
-    from dwgf.priors.gaussian_mixture import GaussianMixturePrior
-
-    if path is not None:
-        folder = Path(path)
-        if not folder.is_dir():
-            raise FileNotFoundError(
-                f"test-bed prior folder {str(folder)!r} does not exist; omit --prior to fit one (about 30 s), "
-                f"optionally with --save-prior {str(folder)!r}"
-            )
-        prior = GaussianMixturePrior.load(folder)
-    else:
-        log("fitting the test-bed prior on bundled crops (PCA + 8-component GMM, ~30 s) ...")
-        prior, _, _ = GaussianMixturePrior.fit_bundled(image_size=64, seed=0)
-        if save_to is not None:
-            prior.save(save_to)
-            log(f"saved the prior to {save_to}")
-    test_ids = list(prior.config.get("bundled", {}).get("test_ids", []))
-    return prior, test_ids
+def settings_for(plan, method: str, task: str, steps: int | None = None) -> tuple[int, int, dict[str, Any]]:
+    """(n_particles, n_steps, hyper) of ``method`` on ``task`` in the suite's main variant (``steps`` overrides)."""
+    settings = plan.settings(method, task)
+    hyper = dict(settings["hyper"])
+    if "betas" in hyper:
+        hyper["betas"] = tuple(hyper["betas"])
+    n_steps = int(steps) if steps is not None else int(settings["n_steps"])
+    return int(settings["n_particles"]), n_steps, hyper
 
 
-def ground_truths(prior, regime: str, n_images: int, seed: int, test_ids: list[str]) -> tuple[torch.Tensor, list[str]]:
-    """(images (n, 3, 64, 64), ids) of one regime: held-out crops or prior samples D(z), z ~ p_0."""
+def load_or_fit_prior(plan, prior_dir: str | None = None, log=print):
+    """The suite's test-bed prior: read from ``<prior_dir>/prior/prior.prov.json`` (a DAG results folder such as
+    ``results/demo``, or a folder this verb fitted into before), else fitted there by the DAG's ``fit-prior`` step
+    from the suite's prior spec (~30 s). ``prior_dir`` defaults to ``results/testbed_compare/<suite>``."""
+    from dwgf.pipeline.data_steps import fit_prior
+    from dwgf.pipeline.layout import suite_path
+    from dwgf.pipeline.solve import load_pipeline_prior
+
+    root = Path(prior_dir or Path(plan.config["results"]) / "testbed_compare" / plan.suite)
+    record = suite_path(root, "prior")
+    if not record.is_file():
+        log(f"fitting the test-bed prior of suite {plan.suite!r} into {root} (the DAG's fit-prior step, ~30 s) ...")
+        fit_prior(plan.prior_spec(), root, record)
+    prior, saved = load_pipeline_prior(root, record, "cpu", plan.spec["dtype"])
+    if saved["config"] != plan.prior_spec():
+        raise ValueError(
+            f"{record} was fitted with another prior spec than suite {plan.suite!r} sets; delete {root / 'prior'} "
+            f"or pass --prior-dir for a folder of this suite"
+        )
+    return prior
+
+
+def ground_truths(prior, plan, regime: str, n_images: int) -> tuple[torch.Tensor, list[str]]:
+    """(images (n, 3, S, S), ids) of one regime: the suite's held-out test crops or prior samples D(z), z ~ p_0."""
     import torch
 
     from dwgf.seeding import derive_seed, make_generator
 
     if regime == "real":
-        if len(test_ids) < n_images:
+        if len(plan.ids) < n_images:
             raise ValueError(
-                f"the prior holds {len(test_ids)} held-out crop ids but --n-images is {n_images}; lower --n-images "
-                f"or refit the prior with more held-out crops (GaussianMixturePrior.fit_bundled(n_test=...))"
+                f"suite {plan.suite!r} has {len(plan.ids)} test images but --n-images is {n_images}; lower --n-images"
             )
         from dwgf.data.bundled import load_crops
 
-        ids = test_ids[:n_images]
+        ids = plan.ids[:n_images]
         return load_crops(ids, size=prior.image_size).to(torch.float32), ids
     if regime == "prior":
-        generator = make_generator(derive_seed(seed, "testbed-compare", "prior-samples"))
+        generator = make_generator(derive_seed(plan.spec["seed"], "testbed-compare", "prior-samples"))
         images = prior.decode(prior.sample_prior(n_images, generator)).detach().to(torch.float32)
         return images, [f"prior-{k:03d}" for k in range(n_images)]
     raise ValueError(f"unknown regime {regime!r}; choose from {REGIMES}")
@@ -181,47 +148,62 @@ def _metrics(particles: torch.Tensor, gt: torch.Tensor, posterior) -> dict[str, 
 
 def run_compare(
     prior,
-    test_ids: list[str],
+    plan,
     *,
-    methods: Sequence[str] = METHODS,
-    tasks: Sequence[str] = tuple(TASKS),
+    methods: Sequence[str] | None = None,
+    tasks: Sequence[str] | None = None,
     regimes: Sequence[str] = REGIMES,
     n_images: int = 8,
-    n_particles: int = 4,
-    seed: int = 0,
-    sigma_y: float = 0.001,
-    sigma_dec: float = 0.01,
+    n_particles: int | None = None,
+    sigma_dec: float | None = None,
     steps: int | None = None,
     progress: bool = False,
+    keep_particles: bool = False,
     log=print,
 ) -> list[dict[str, Any]]:
-    """Per-image rows {regime, task, method, image_id, psnr_gt, psnr_post, spread, status, seconds, n_steps}."""
-    from dwgf.operators import add_measurement_noise, make_operator
-    from dwgf.seeding import derive_seed, make_generator
-    from dwgf.solvers import get_solver
+    """Per-image rows {regime, task, method, image_id, psnr_gt, psnr_post, spread, status, seconds, n_steps}
+    (with ``keep_particles``, solved rows also hold the ``particles`` tensor).
 
-    for name, values, valid in (("method", methods, METHODS), ("task", tasks, TASKS), ("regime", regimes, REGIMES)):
+    ``methods`` and ``tasks`` are names of the suite's (default: all of them, in the suite's order); every setting
+    comes from the suite (module docstring). ``n_particles`` and ``steps`` override the suite's values for every
+    method (for quick looks; the rows then no longer match the DAG's). ``sigma_dec`` of the exact-posterior model
+    defaults to DWGF's decoder std in the suite.
+    """
+    from dwgf.pipeline.observe import build_operator, measure, observation_seed
+    from dwgf.pipeline.solve import solve_seed
+    from dwgf.seeding import derive_seed, make_generator
+    from dwgf.solvers import get_solver, solver_defaults
+
+    for name, values, valid in (
+        ("method", methods or [], plan.methods),
+        ("task", tasks or [], plan.tasks),
+        ("regime", regimes, REGIMES),
+    ):
         bad = [v for v in values if v not in valid]
         if bad:
-            raise ValueError(f"unknown {name}(s) {bad}; choose from {list(valid)}")
-    if n_particles < 2:
-        raise ValueError(f"n_particles must be >= 2 (the spread ratio needs two particles), got {n_particles}")
+            raise ValueError(f"unknown {name}(s) {bad}; suite {plan.suite!r} has {list(valid)}")
+    methods = [m for m in plan.methods if methods is None or m in methods]  # the suite's order
+    tasks = [t for t in plan.tasks if tasks is None or t in tasks]
+    if sigma_dec is None:
+        dwgf_hyper = plan.settings("dwgf", plan.tasks[0])["hyper"] if "dwgf" in plan.methods else {}
+        sigma_dec = float(dwgf_hyper.get("sigma_dec", solver_defaults("dwgf")["sigma_dec"]))
+    seed = plan.spec["seed"]
     prior_mean = prior_mean_image(prior)
     rows: list[dict[str, Any]] = []
     for regime in regimes:
-        images, ids = ground_truths(prior, regime, n_images, seed, test_ids)
+        images, ids = ground_truths(prior, plan, regime, n_images)
         for task in tasks:
-            operator = make_operator(task, prior.image_size, **TASKS[task])
+            task_spec = plan.task_spec(task)
+            sigma_y = float(task_spec["sigma_y"])
+            operator = build_operator(task_spec, prior.image_size)
             for k, image_id in enumerate(ids):
-                gt = images[k : k + 1]
-                noisy = add_measurement_noise(
-                    operator(gt), sigma_y, make_generator(derive_seed(seed, "observe", task, image_id))
-                )
-                y = operator.zero_unmeasured(noisy)  # inpainting: noise in the hole is not data
+                gt = images[k : k + 1].to(prior.dtype)
+                _, y = measure(operator, gt, sigma_y, observation_seed(seed, task, image_id))
                 posterior = prior.posterior(y, operator, sigma_y, sigma_dec)
                 base = {"regime": regime, "task": task, "image_id": image_id}
                 exact = posterior.sample_images(
-                    n_particles, make_generator(derive_seed(seed, "exact-samples", task, regime, image_id))
+                    _n(plan, methods, task, n_particles),
+                    make_generator(derive_seed(seed, "exact-samples", task, regime, image_id)),
                 )
                 references = {
                     "exact_mean": posterior.mean_image,
@@ -232,11 +214,14 @@ def run_compare(
                 for name, particles in references.items():
                     rows.append({**base, "method": name, **_metrics(particles, gt, posterior), "status": "reference"})
                 for method in methods:
-                    n_steps, hyper = settings_for(method, task, steps)
-                    generator = make_generator(derive_seed(seed, "solve", method, task, regime, image_id))
+                    n, n_steps, hyper = settings_for(plan, method, task, steps)
+                    n = n_particles or n
+                    # the real regime's image ids are the DAG's, and so is its per-image seed (main variant)
+                    variant = "main" if regime == "real" else f"testbed-compare-{regime}"
+                    generator = make_generator(solve_seed(seed, method, task, variant, image_id))
                     start = time.perf_counter()
                     result = get_solver(method)(
-                        prior, operator, y, n_particles, generator, n_steps=n_steps, progress=progress, **hyper
+                        prior, operator, y, n, generator, n_steps=n_steps, progress=progress, **hyper
                     )
                     seconds = time.perf_counter() - start
                     row = {
@@ -246,14 +231,24 @@ def run_compare(
                         "status": result.status,
                         "seconds": seconds,
                         "n_steps": n_steps,
+                        "n_particles": n,
                     }
+                    if keep_particles:
+                        row["particles"] = result.particles
                     rows.append(row)
                     log(
-                        f"{regime:5s} {task:18s} {image_id:28s} {method:10s} psnr_gt {row['psnr_gt']:6.2f} "
+                        f"{regime:5s} {task:10s} {image_id:28s} {method:10s} psnr_gt {row['psnr_gt']:6.2f} "
                         f"psnr_post {row['psnr_post']:6.2f} spread {row['spread']:7.3f} {result.status} "
                         f"{seconds:5.1f}s"
                     )
     return rows
+
+
+def _n(plan, methods: Sequence[str], task: str, n_particles: int | None) -> int:
+    """Particles of the exact-sample reference row: the override, else the largest N of the compared methods."""
+    if n_particles:
+        return n_particles
+    return max([plan.settings(m, task)["n_particles"] for m in methods] or [4])
 
 
 def summarise(rows: list[dict[str, Any]]):
@@ -264,7 +259,8 @@ def summarise(rows: list[dict[str, Any]]):
     if "seconds" not in frame:
         frame["seconds"] = math.nan
     frame["diverged"] = frame["status"] == "diverged"
-    order = {name: i for i, name in enumerate([*METHODS, *REFERENCES])}
+    methods = [m for m in dict.fromkeys(frame["method"]) if m not in REFERENCES]
+    order = {name: i for i, name in enumerate([*methods, *REFERENCES])}
     summary = (
         frame.groupby(["regime", "task", "method"], sort=False)
         .agg(
@@ -316,19 +312,22 @@ def _csv_list(text: str) -> list[str]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    help_text = "DWGF, PSLD, RLSD and Latent-DPS against the exact posterior of the 64-px test bed"
+    help_text = "DWGF, PSLD, RLSD and Latent-DPS against the exact posterior of the test bed, with a suite's settings"
     p = subparsers.add_parser("testbed-compare", help=help_text, description=__doc__.split("\n\n")[0])
-    p.add_argument("--prior", help="saved test-bed prior folder (default: fit one on bundled crops, ~30 s)")
-    p.add_argument("--save-prior", help="where to save the prior fitted when --prior is not given")
-    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
-    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {','.join(TASKS)}")
+    p.add_argument("--config", help="workflow config (default: the repository's config.yaml)")
+    p.add_argument("--suite", default=DEFAULT_SUITE, help=f"test-bed suite whose settings are used ({DEFAULT_SUITE})")
+    p.add_argument(
+        "--prior-dir",
+        help="results folder holding prior/prior.prov.json (e.g. results/demo after `snakemake`); fitted there by the "
+        "DAG's fit-prior step when missing (default results/testbed_compare/<suite>)",
+    )
+    p.add_argument("--methods", help="comma-separated subset of the suite's methods (default: all)")
+    p.add_argument("--tasks", help="comma-separated subset of the suite's tasks (default: all)")
     p.add_argument("--regimes", default=",".join(REGIMES), help="comma-separated subset of real,prior")
     p.add_argument("--n-images", type=int, default=8, help="images per regime and task (default 8)")
-    p.add_argument("--n-particles", type=int, default=4, help="particles per solve (default 4)")
-    p.add_argument("--steps", type=int, help="override every method's test-bed step count")
-    p.add_argument("--seed", type=int, default=0, help="base seed (observations, solver generators, prior samples)")
-    p.add_argument("--sigma-y", type=float, default=0.001, help="measurement noise std on [-1, 1] (paper: 0.001)")
-    p.add_argument("--sigma-dec", type=float, default=0.01, help="decoder noise std of the exact posterior model")
+    p.add_argument("--n-particles", type=int, help="override every method's N (default: the suite's)")
+    p.add_argument("--steps", type=int, help="override every method's step count (default: the suite's)")
+    p.add_argument("--sigma-dec", type=float, help="decoder noise std of the exact posterior model (default: DWGF's)")
     p.add_argument("--csv", help="write the summary table as CSV")
     p.add_argument("--per-image-csv", help="write the per-image rows as CSV")
     p.add_argument("--markdown", help="write the summary as Markdown")
@@ -347,18 +346,19 @@ def main(args: argparse.Namespace) -> int:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    prior, test_ids = load_or_fit_prior(args.prior, args.save_prior, log=log)
+    plan = suite_plan(args.config, args.suite)
+    prior = load_or_fit_prior(plan, args.prior_dir, log=log)
+    methods = _csv_list(args.methods) if args.methods else None
+    tasks = _csv_list(args.tasks) if args.tasks else None
     start = time.perf_counter()
     rows = run_compare(
         prior,
-        test_ids,
-        methods=_csv_list(args.methods),
-        tasks=_csv_list(args.tasks),
+        plan,
+        methods=methods,
+        tasks=tasks,
         regimes=_csv_list(args.regimes),
         n_images=args.n_images,
         n_particles=args.n_particles,
-        seed=args.seed,
-        sigma_y=args.sigma_y,
         sigma_dec=args.sigma_dec,
         steps=args.steps,
         progress=args.progress,
@@ -366,14 +366,10 @@ def main(args: argparse.Namespace) -> int:
     )
     summary = summarise(rows)
     header = {
+        "suite": plan.suite,
         "n_images": args.n_images,
-        "n_particles": args.n_particles,
-        "seed": args.seed,
-        "sigma_y": args.sigma_y,
-        "sigma_dec": args.sigma_dec,
-        "tasks": {task: TASKS[task] for task in _csv_list(args.tasks)},
-        "settings": {m: settings_for(m, "*", args.steps) for m in _csv_list(args.methods)},
-        "per_task_overrides": {m: TESTBED_SETTINGS[m]["per_task"] for m in _csv_list(args.methods)},
+        "overrides": {"n_particles": args.n_particles, "steps": args.steps, "sigma_dec": args.sigma_dec},
+        "protocol": plan.protocol(),
         "prior": prior.describe(),
         "wall_seconds": round(time.perf_counter() - start, 1),
     }

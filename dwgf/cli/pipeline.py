@@ -220,7 +220,9 @@ def _plan(args: argparse.Namespace) -> int:
 
     overrides: dict[str, Any] = {"suite": args.suite} if args.suite else {}
     plan = Plan(load_config(args.config or DEFAULT_CONFIG, overrides))
-    plan.check_data()
+    from dwgf.pipeline.preflight import check_plan
+
+    check_plan(plan, jobs_run_here=False)  # the same plan-time checks as `snakemake -n` (listing needs no GPU)
     jobs = plan.solve_jobs()
     summary = {
         "suite": plan.suite,

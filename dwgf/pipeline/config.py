@@ -52,7 +52,9 @@ def key_path(parts: Any) -> str:
 def full_schema(schema_path: str | os.PathLike = SCHEMA_PATH) -> dict[str, Any]:
     """The config schema with the registries filled in: ``methods`` gets one property per registered solver whose
     ``hyper`` (and ``per_task.<task>.hyper``) is ``$defs.hyper_<solver>`` = that solver's
-    ``HYPER.schema_fragment()``; ``ablation.method`` and ``task.operator`` get the registered names as enums."""
+    ``HYPER.schema_fragment()``; ``ablation.method``, ``task.operator`` and ``metrics.fid_network`` get the
+    registered names (solvers, operators, :data:`dwgf.metrics.fid.NETWORKS`) as enums."""
+    from dwgf.metrics.fid import NETWORKS
     from dwgf.operators import operator_names
     from dwgf.solvers import solver_hyper, solver_names
 
@@ -74,6 +76,10 @@ def full_schema(schema_path: str | os.PathLike = SCHEMA_PATH) -> dict[str, Any]:
     defs["methods"]["additionalProperties"] = False
     defs["ablation"]["properties"]["method"] = {**defs["ablation"]["properties"]["method"], "enum": solvers}
     defs["task"]["properties"]["operator"] = {**defs["task"]["properties"]["operator"], "enum": operator_names()}
+    defs["metrics"]["properties"]["fid_network"] = {
+        **defs["metrics"]["properties"]["fid_network"],
+        "enum": list(NETWORKS),
+    }
     return schema
 
 

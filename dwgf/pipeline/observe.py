@@ -40,12 +40,33 @@ def build_operator(task: dict[str, Any], image_size: int):
         ) from error
 
 
-def observe(
-    spec: dict[str, Any], root: str | os.PathLike, images_record: str | os.PathLike, out: str | os.PathLike
-) -> dict[str, Any]:
+def observation_seed(base_seed: int, task: str, image_id: str) -> int:
+    """The seed of the measurement noise of ``image_id`` in task ``task`` (per image, whatever the shard)."""
+    return derive_seed(base_seed, "observe", task, image_id)
+
+
+def measure(operator, x, sigma_y: float, seed: int):
+    """``(y_clean, y)``: y_clean = A x and y = A x + sigma_y n with n ~ N(0, I) drawn from ``seed``.
+
+    Noise drawn into an inpainting hole is not data: it is zeroed so y's unmeasured entries are exactly 0, which the
+    solvers' data-fit normalisation (measurement_dim) and PSLD's norm assume. ``dwgf testbed-compare`` measures
+    with this same function.
+    """
     import torch
 
     from dwgf.operators import add_measurement_noise
+
+    with torch.no_grad():
+        # contiguous first: the operator's reductions then add in one order, so y's bits do not depend on whether x
+        # came from a PNG (a permuted view) or a stacked batch of crops
+        y_clean = operator.forward(x.contiguous())
+        y = operator.zero_unmeasured(add_measurement_noise(y_clean, float(sigma_y), make_generator(seed)))
+    return y_clean, y
+
+
+def observe(
+    spec: dict[str, Any], root: str | os.PathLike, images_record: str | os.PathLike, out: str | os.PathLike
+) -> dict[str, Any]:
 
     require(spec, "task", "ids", "seed", "image_size")
     root = Path(root)
@@ -54,7 +75,7 @@ def observe(
     images = read_step_record(images_record, "acquire-images")["extra"]["images"]
     operator = build_operator(task, size)
     operator_json = json.dumps({"name": operator.name, "params": operator.params()}, sort_keys=True)
-    seeds = {image_id: derive_seed(spec["seed"], "observe", task["name"], image_id) for image_id in spec["ids"]}
+    seeds = {image_id: observation_seed(spec["seed"], task["name"], image_id) for image_id in spec["ids"]}
     recorder = Recorder("observe", root=root, config=spec, seeds=seeds)
     folder = suite_path(root, "observation_folder", task=task["name"])
     index, outputs, inputs = {}, [], [Path(images_record)]
@@ -65,12 +86,7 @@ def observe(
             raise ValueError(f"image id {image_id!r} is not in {images_record}; re-run `dwgf acquire-images`")
         source = resolve(root, images[image_id])
         x = load_png(source, image_size=size).unsqueeze(0)
-        with torch.no_grad():
-            y_clean = operator.forward(x)
-            # Noise drawn into an inpainting hole is not data: zero it so y's unmeasured entries are exactly 0,
-            # which the solvers' data-fit normalisation (measurement_dim) and PSLD's norm assume.
-            noisy = add_measurement_noise(y_clean, float(task["sigma_y"]), make_generator(seeds[image_id]))
-            y = operator.zero_unmeasured(noisy)
+        y_clean, y = measure(operator, x, float(task["sigma_y"]), seeds[image_id])
         npz = save_npz(
             folder / f"{image_id}.npz",
             y=y.numpy().astype(np.float32),

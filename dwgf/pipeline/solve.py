@@ -108,6 +108,11 @@ def _torch_dtype(name: str):
     ]
 
 
+def solve_seed(base_seed: int, method: str, task: str, variant: str, image_id: str) -> int:
+    """The seed of the solver generator for one image (per image, whatever the shard or batch)."""
+    return derive_seed(base_seed, "solve", method, task, variant, image_id)
+
+
 def load_pipeline_prior(root: str | os.PathLike, prior_record: str | os.PathLike, device: str, dtype: str):
     """The prior named by a ``fit-prior`` / ``acquire-weights`` record, placed on ``device`` in ``dtype``."""
     from dwgf.priors import load_prior
@@ -173,7 +178,7 @@ def solve_shard(
         )
     prior, _ = load_pipeline_prior(root, prior_record, spec["device"], spec["dtype"])
     solve = get_solver(method)
-    seeds = {i: derive_seed(spec["seed"], "solve", method, task["name"], variant, i) for i in ids}
+    seeds = {i: solve_seed(spec["seed"], method, task["name"], variant, i) for i in ids}
     recorder = Recorder("solve", root=root, config=spec, seeds=seeds)
 
     records: dict[str, dict[str, Any]] = {}
