@@ -301,7 +301,9 @@ def fetch_snapshot(
                 local_files_only=settings["offline"],
             )
         except Exception as error:  # try the next mirror; every failure is reported if all fail
-            failures.append(f"{repo_id}@{revision}: {type(error).__name__}: {_one_line(error)}")
+            unfinished = _unfinished_files(repo_id, repo_type, revision, entry["allow_patterns"], settings["cache_dir"])
+            named = f" [not downloaded: {', '.join(unfinished)}]" if unfinished else ""
+            failures.append(f"{repo_id}@{revision}: {type(error).__name__}: {_one_line(error)}{named}")
             continue
         folder = Path(folder)
         commit = folder.name if _COMMIT.match(folder.name) else revision
@@ -328,6 +330,29 @@ def fetch_snapshot(
         "access, pre-seed the hub cache (HF_HUB_CACHE) or a folder with the files (workflow/README.md, "
         "air-gapped sites)"
     )
+
+
+def _unfinished_files(
+    repo_id: str, repo_type: str, revision: str, patterns: list[str], cache_dir: str | None
+) -> list[str]:
+    """Files of the repo's listing (as cached by the failed download) that are not complete in its snapshot, so
+    that an error names them (huggingface_hub names a large file by its CDN address only)."""
+    import huggingface_hub
+
+    cached_tree = getattr(huggingface_hub, "get_cached_repo_tree", None)  # huggingface_hub >= 1.x
+    if cached_tree is None or not _COMMIT.match(str(revision)):
+        return []
+    try:
+        listing = cached_tree(repo_id, repo_type=repo_type, revision=revision, cache_dir=cache_dir)
+        snapshot = huggingface_hub.try_to_load_from_cache
+    except Exception:  # no listing cached (e.g. the revision itself failed): nothing to name
+        return []
+    wanted = [f.path for f in listing if any(fnmatch.fnmatchcase(f.path, pattern) for pattern in patterns)]
+    return [
+        path
+        for path in wanted
+        if not isinstance(snapshot(repo_id, path, cache_dir=cache_dir, revision=revision, repo_type=repo_type), str)
+    ]
 
 
 def _one_line(error: BaseException) -> str:

@@ -131,6 +131,10 @@ class HubServer:
         """Cut the connection after ``nbytes`` of the next full download of ``path``; later requests succeed."""
         self._faults[(repo_type, repo_id, path)] = ("drop_once", int(nbytes))
 
+    def clear_faults(self) -> None:
+        """Serve every file as it is again."""
+        self._faults.clear()
+
     # -- server ------------------------------------------------------------------------------------------------
     @property
     def endpoint(self) -> str:
