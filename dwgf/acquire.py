@@ -299,6 +299,7 @@ def fetch_snapshot(
                 cache_dir=settings["cache_dir"],
                 endpoint=settings["endpoint"],
                 local_files_only=settings["offline"],
+                tqdm_class=progress_bar_class(),
             )
         except Exception as error:  # try the next mirror; every failure is reported if all fail
             unfinished = _unfinished_files(repo_id, repo_type, revision, entry["allow_patterns"], settings["cache_dir"])
@@ -307,6 +308,11 @@ def fetch_snapshot(
             continue
         folder = Path(folder)
         commit = folder.name if _COMMIT.match(folder.name) else revision
+        if not pinned and not settings["offline"] and folder.parent.name == "snapshots":
+            # the cache's documented layout: refs/main names the commit, which an offline run then finds
+            refs = folder.parent.parent / "refs"
+            refs.mkdir(exist_ok=True)
+            atomic_write_bytes(refs / "main", commit.encode("ascii"))
         if not pinned:
             warnings.warn(
                 f"UNPINNED {repo_type.upper()}: {repo_id} ({what}) has no revision in the lock; used commit {commit}. "
@@ -353,6 +359,22 @@ def _unfinished_files(
         for path in wanted
         if not isinstance(snapshot(repo_id, path, cache_dir=cache_dir, revision=revision, repo_type=repo_type), str)
     ]
+
+
+def progress_bar_class() -> type:
+    """tqdm that also draws into log files (Snakemake's), where huggingface_hub hides its byte bars because stderr
+    is not a terminal; ``HF_HUB_DISABLE_PROGRESS_BARS=1`` hides it. Passed as ``tqdm_class`` to the hub client."""
+    from tqdm.auto import tqdm
+
+    class DownloadProgress(tqdm):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.pop("name", None)  # huggingface_hub's own tqdm takes a name; vanilla tqdm does not
+            hidden = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS", "").strip().lower() in ("1", "true", "yes", "on")
+            kwargs["disable"] = hidden
+            kwargs.setdefault("mininterval", 1.0)
+            super().__init__(*args, **kwargs)
+
+    return DownloadProgress
 
 
 def _one_line(error: BaseException) -> str:
@@ -452,11 +474,9 @@ def verify_snapshot(
 def _hash_with_progress(folder: Path, names: list[str], desc: str) -> dict[str, str]:
     import hashlib
 
-    from tqdm.auto import tqdm
-
     total = sum((folder / name).stat().st_size for name in names)
     digests = {}
-    with tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=None) as bar:
+    with progress_bar_class()(total=total, unit="B", unit_scale=True, desc=desc) as bar:
         for name in names:
             digest = hashlib.sha256()
             with open(folder / name, "rb") as handle:
@@ -715,10 +735,8 @@ def acquire_images(source: dict[str, Any], ids: list[str], size: int, dest: str 
     reader = _open_image_source(source, dest)
     dest.mkdir(parents=True, exist_ok=True)
     records: dict[str, Any] = {}
-    from tqdm.auto import tqdm
-
     try:
-        for image_id in tqdm(ids, desc=f"images ({source.get('kind')})", unit="file", disable=None):
+        for image_id in progress_bar_class()(ids, desc=f"images ({source.get('kind')})", unit="file"):
             data, original_name = reader.read(image_id)
             png, info = _to_png(data, size, f"{original_name} (id {image_id})")
             atomic_write_bytes(dest / f"{image_id}.png", png)
@@ -915,6 +933,7 @@ class _HubDatasetReader(_ImageReader):
                 cache_dir=self.cache_dir or settings["cache_dir"],
                 endpoint=settings["endpoint"],
                 local_files_only=settings["offline"],
+                tqdm_class=progress_bar_class(),
             )
         except Exception as error:  # hub client errors vary; all mean the file is not available
             raise FileNotFoundError(

@@ -355,3 +355,120 @@ def test_official_lmdb_from_the_hub_trust_on_first_use_then_verified(tmp_path, h
     lock_path.write_text(yaml.safe_dump(proposed))
     with pytest.raises(IntegrityError, match=r"validation\.lmdb/data\.mdb"):
         acquire_images(source, ["00000"], 32, tmp_path / "i3")
+
+
+# -- the verbs and the paper DAG, as a user runs them (fresh processes, the environment of workflow/README.md) --
+def _environment(**overrides: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.update({"OMP_NUM_THREADS": "1", "NO_PROXY": "", "no_proxy": ""})
+    for key in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        env.pop(key, None)
+    env.update(overrides)
+    return env
+
+
+def test_acquire_weights_verb_records_what_came_from_where(tmp_path, tiny_sd_path, hub):
+    commit = hub.add_repo(MODEL_REPO, tiny_sd_path)
+    lock = _model_lock(
+        tiny_sd_path, [{"repo_id": "gone/sd21", "revision": "0" * 40}, {"repo_id": MODEL_REPO, "revision": commit}]
+    )
+    lock_path = tmp_path / "lock.yaml"
+    lock_path.write_text(yaml.safe_dump(lock))
+    prior = {"kind": "stable_diffusion", "lock": str(lock_path), "dest": str(tmp_path / "weights"), "source": "hub"}
+    spec = {"suite": "t", "seed": 0, "image_size": 64, "device": "cpu", "dtype": "float32", "prior": prior}
+    out = tmp_path / "results" / "prior" / "prior.prov.json"
+    command = ["dwgf", "acquire-weights", "--spec", json.dumps(spec), "--root", str(tmp_path / "results")]
+    env = _environment(HF_ENDPOINT=hub.endpoint, HF_HUB_OFFLINE="0", HF_HUB_CACHE=str(tmp_path / "cache"))
+    result = subprocess.run([*command, "--out", str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Fetching 12 files" in result.stderr, "huggingface_hub's file progress bar"
+    assert "sha256 dwgf-test/tiny-sd" in result.stderr, "the verification progress bar (bytes)"
+    download = json.loads(out.read_text())["extra"]["download"]
+    assert (download["repo_id"], download["revision"], download["endpoint"]) == (MODEL_REPO, commit, hub.endpoint)
+    assert download["skipped_mirrors"][0].startswith("gone/sd21@")
+    assert download["files"][UNET]["sha256"] == lock["model"]["files"][UNET]
+    # offline, with the hub stopped: the same verb, from the cache
+    hub.stop()
+    env["HF_HUB_OFFLINE"] = "1"
+    result = subprocess.run([*command, "--out", str(out)], env=env, capture_output=True, text=True, timeout=300)
+    hub.start()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(out.read_text())["extra"]["download"]["offline"] is True
+
+
+def _official_test_set(count: int, side: int) -> list[np.ndarray]:
+    """Smooth images (small PNGs): a colour per image plus a ramp, so every image is distinct."""
+    ramp = np.linspace(0, 60, side, dtype=np.float32)[None, :, None]
+    return [
+        np.clip(np.array([(37 * i) % 196, (91 * i) % 196, (53 * i) % 196], np.float32) + ramp, 0, 255)
+        .astype(np.uint8)
+        .repeat(side, axis=0)
+        for i in range(count)
+    ]
+
+
+@pytest.mark.slow
+def test_paper_suite_downloads_online_behind_a_proxy_and_air_gapped(tmp_path, tiny_sd_path, hub):
+    """The three commands of workflow/README.md "Downloads", against the loopback hub under the lock's repo ids."""
+    from dwgf.testing.hub_server import ForwardProxy
+
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())["suites"]["paper"]
+    lock = load_lock(LOCK_PATH)
+    sd_mirror = lock["model"]["mirrors"][0]
+    hub.add_repo(sd_mirror["repo_id"], tiny_sd_path, commit=sd_mirror["revision"])
+    faces = _official_test_set(config["data"]["ids"]["count"], config["image_size"])
+    served = tmp_path / "served"
+    served.mkdir()
+    write_official_lmdb(served / "validation.lmdb", faces)
+    data_repo = lock["datasets"]["ffhq512-dwgf-val"]["mirrors"][0]["repo_id"]
+    data_commit = hub.add_repo(data_repo, served, "dataset")
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "workflow").symlink_to(ROOT / "workflow")  # the config's relative lock path
+    targets = ["results/paper/prior/prior.prov.json", "results/paper/data/images.prov.json"]
+    command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--configfile"]
+    command += [str(ROOT / "config.yaml"), "-c", "1", *targets, "--config", "suite=paper"]
+
+    def run(env: dict[str, str]) -> tuple[dict, dict]:
+        for folder in ("results", "cache", ".snakemake"):
+            subprocess.run(["rm", "-rf", str(work / folder)], check=True)
+        result = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+        logs = "".join(p.read_text() for p in (work / "results" / "paper" / "logs").rglob("*.log"))
+        assert result.returncode == 0, result.stderr[-4000:] + logs[-4000:]
+        records = [json.loads((work / target).read_text())["extra"]["download"] for target in targets]
+        return records[0], records[1]
+
+    # 1. with network access
+    cache = str(tmp_path / "hf-cache")
+    weights, images = run(_environment(HF_ENDPOINT=hub.endpoint, HF_HUB_OFFLINE="0", HF_HUB_CACHE=cache))
+    assert (weights["repo_id"], weights["revision"]) == (sd_mirror["repo_id"], sd_mirror["revision"])
+    fetched = images["fetched"]
+    assert (fetched["repo_id"], fetched["revision"], fetched["revision_pinned_in_lock"]) == (
+        data_repo,
+        data_commit,
+        False,
+    )
+    for image_id in ("00000", "00099"):
+        png = work / "results" / "paper" / "data" / "images" / f"{image_id}.png"
+        assert np.array_equal(np.asarray(Image.open(png)), faces[int(image_id)])
+    assert (work / "results" / "paper" / "data" / "images" / acquire.PROPOSED_LOCK_NAME).is_file()
+    assert (work / "cache" / "weights" / "stable-diffusion-2-1-base" / acquire.PROPOSED_LOCK_NAME).is_file()
+
+    # 2. behind a proxy: the hub's name resolves only through the proxy
+    port = hub.endpoint.rsplit(":", 1)[1]
+    with ForwardProxy({"hub.invalid": f"127.0.0.1:{port}"}) as proxy:
+        env = _environment(HF_ENDPOINT=f"http://hub.invalid:{port}", HTTP_PROXY=proxy.url, HF_HUB_OFFLINE="0")
+        env["HF_HUB_CACHE"] = str(tmp_path / "hf-cache-proxied")
+        weights, images = run(env)
+    assert weights["endpoint"] == f"http://hub.invalid:{port}" and images["fetched"]["revision"] == data_commit
+    assert any("/resolve/" in url for url in proxy.requests) and any("/lfs/" in url for url in proxy.requests)
+
+    # 3. air-gapped: no hub at all, the cache of run 1 carried over
+    endpoint = hub.endpoint
+    hub.stop()
+    weights, images = run(_environment(HF_ENDPOINT=endpoint, HF_HUB_OFFLINE="1", HF_HUB_CACHE=cache))
+    hub.start()
+    assert weights["offline"] is True and images["fetched"]["offline"] is True
+    assert images["fetched"]["revision"] == data_commit

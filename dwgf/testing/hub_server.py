@@ -327,6 +327,86 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.connection.shutdown(2)
 
 
+class ForwardProxy:
+    """A plain-HTTP forward proxy on 127.0.0.1 (what ``HTTP_PROXY`` points at), for testing proxied downloads.
+
+    It relays absolute-form requests (``GET http://host:port/path``) to their host, or to ``aliases[host]``
+    (``{"hub.invalid": "127.0.0.1:8123"}``: a hub name that only the proxy can resolve), streams the answer back
+    unchanged, and lists every relayed URL in :attr:`requests`.
+    """
+
+    def __init__(self, aliases: dict[str, str] | None = None):
+        self.aliases = dict(aliases or {})
+        self.requests: list[str] = []
+        self._server: http.server.ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "start() the proxy first"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> ForwardProxy:
+        handler = type("_ProxyHandler", (_ProxyHandler,), {"proxy": self})
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="hub-proxy", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> ForwardProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class _ProxyHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    proxy: ForwardProxy
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        return None
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._relay()
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._relay()
+
+    def _relay(self) -> None:
+        import http.client
+
+        url = urlsplit(self.path)
+        if not url.scheme or not url.netloc:
+            self.send_error(400, "a forward proxy needs absolute-form request targets")
+            return
+        self.proxy.requests.append(self.path)
+        target = self.proxy.aliases.get(url.hostname or "", url.netloc)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("proxy-connection", "connection")}
+        upstream = http.client.HTTPConnection(target, timeout=60)
+        try:
+            upstream.request(self.command, url.path + (f"?{url.query}" if url.query else ""), headers=headers)
+            answer = upstream.getresponse()
+            body = answer.read()
+        except OSError as error:
+            self.send_error(502, f"upstream {target}: {error}")
+            return
+        finally:
+            upstream.close()
+        self.send_response(answer.status)
+        for key, value in answer.getheaders():
+            if key.lower() not in ("connection", "transfer-encoding", "keep-alive"):
+                self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="serve local folders as Hugging Face Hub repos on 127.0.0.1")
     parser.add_argument("--model", action="append", default=[], metavar="REPO_ID=FOLDER[@COMMIT]")
