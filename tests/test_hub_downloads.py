@@ -397,6 +397,47 @@ def test_acquire_weights_verb_records_what_came_from_where(tmp_path, tiny_sd_pat
     assert json.loads(out.read_text())["extra"]["download"]["offline"] is True
 
 
+def test_killed_download_keeps_finished_files_and_resumes(tmp_path, tiny_sd_path, hub):
+    """SIGKILL mid-download: files already complete stay in the hub cache and are not fetched again; the file
+    being downloaded starts over (huggingface_hub writes each attempt to a process-unique temporary file); the
+    destination receives nothing until a run verifies everything."""
+    import signal
+    import time
+
+    commit = hub.add_repo(MODEL_REPO, tiny_sd_path)
+    lock = _model_lock(tiny_sd_path, [{"repo_id": MODEL_REPO, "revision": commit}])
+    lock_path = tmp_path / "lock.yaml"
+    lock_path.write_text(yaml.safe_dump(lock))
+    prior = {"kind": "stable_diffusion", "lock": str(lock_path), "dest": str(tmp_path / "weights"), "source": "hub"}
+    spec = {"suite": "t", "seed": 0, "image_size": 64, "device": "cpu", "dtype": "float32", "prior": prior}
+    out = tmp_path / "results" / "prior" / "prior.prov.json"
+    command = ["dwgf", "acquire-weights", "--spec", json.dumps(spec), "--root", str(tmp_path / "results")]
+    cache = tmp_path / "cache"
+    env = _environment(HF_ENDPOINT=hub.endpoint, HF_HUB_OFFLINE="0", HF_HUB_CACHE=str(cache))
+    hub.stall(MODEL_REPO, UNET, 100_000)
+    snapshot = cache / f"models--{MODEL_REPO.replace('/', '--')}" / "snapshots" / commit
+    others = [name for name in lock["model"]["files"] if name != UNET]
+    child = subprocess.Popen([*command, "--out", str(out)], env=env, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not all((snapshot / name).is_file() for name in others):
+            assert child.poll() is None and time.monotonic() < deadline, "the download should be stalled on the UNet"
+            time.sleep(0.1)
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    assert not out.exists() and _nothing_in(tmp_path / "weights")
+    served_before = len(hub.requests)
+    hub.clear_faults()
+    result = subprocess.run([*command, "--out", str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    again = [r["path"] for r in hub.requests[served_before:] if r["method"] == "GET"]
+    assert f"/lfs/{lock['model']['files'][UNET]}" in again
+    assert not [path for path in again if path.endswith(tuple(others)) or f"/lfs/{lock['model']['files'][VAE]}" == path]
+    assert sha256_file(tmp_path / "weights" / UNET) == lock["model"]["files"][UNET]
+
+
 def _official_test_set(count: int, side: int) -> list[np.ndarray]:
     """Smooth images (small PNGs): a colour per image plus a ramp, so every image is distinct."""
     ramp = np.linspace(0, 60, side, dtype=np.float32)[None, :, None]
@@ -465,10 +506,21 @@ def test_paper_suite_downloads_online_behind_a_proxy_and_air_gapped(tmp_path, ti
     assert weights["endpoint"] == f"http://hub.invalid:{port}" and images["fetched"]["revision"] == data_commit
     assert any("/resolve/" in url for url in proxy.requests) and any("/lfs/" in url for url in proxy.requests)
 
-    # 3. air-gapped: no hub at all, the cache of run 1 carried over
+    # 3. air-gapped: a hub cache seeded with the hub's own CLI (`hf download`), then no hub at all; run 1's cache
+    #    (the `snakemake download` route) is equivalent
+    seeded = str(tmp_path / "hf-cache-seeded")
+    env = _environment(HF_ENDPOINT=hub.endpoint, HF_HUB_OFFLINE="0")
+    hf = str(Path(sys.executable).parent / "hf")
+    for seed in (
+        [hf, "download", sd_mirror["repo_id"], *lock["model"]["files"], "--revision", sd_mirror["revision"]],
+        [hf, "download", data_repo, "--repo-type", "dataset", "--include", "validation.lmdb*"],
+    ):
+        result = subprocess.run([*seed, "--cache-dir", seeded], env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
     endpoint = hub.endpoint
     hub.stop()
-    weights, images = run(_environment(HF_ENDPOINT=endpoint, HF_HUB_OFFLINE="1", HF_HUB_CACHE=cache))
+    weights, images = run(_environment(HF_ENDPOINT=endpoint, HF_HUB_OFFLINE="1", HF_HUB_CACHE=seeded))
     hub.start()
     assert weights["offline"] is True and images["fetched"]["offline"] is True
     assert images["fetched"]["revision"] == data_commit
+    assert cache != seeded

@@ -17,10 +17,10 @@ against huggingface.co. Unknown repos, revisions and files answer 404 with ``X-E
 ``huggingface_hub`` never switches to the Xet protocol (it would need a Xet storage service); every request
 lands in :attr:`HubServer.requests`, and tests assert that none went to a Xet route.
 
-Faults for tests, per file (:meth:`HubServer.corrupt`, :meth:`HubServer.truncate`, :meth:`HubServer.drop_once`):
-serve other bytes of the same size under the original hashes; send only the first K bytes as a complete
-response (``Content-Length: K``); or cut the connection after K bytes once, so that the client must resume
-with ``Range``.
+Faults for tests, per file (:meth:`HubServer.corrupt`, :meth:`HubServer.truncate`, :meth:`HubServer.drop_once`,
+:meth:`HubServer.stall`): serve other bytes of the same size under the original hashes; send only the first K
+bytes as a complete response (``Content-Length: K``); cut the connection after K bytes once, so that the client
+must resume with ``Range``; or send K bytes and hang, so that a test can kill the client mid-file.
 
 Only 127.0.0.1 is bound; :meth:`HubServer.stop` (or leaving the ``with`` block) shuts both ports down.
 Command line, to mirror a pre-seeded folder as a hub for machines that cannot reach huggingface.co::
@@ -131,6 +131,10 @@ class HubServer:
         """Cut the connection after ``nbytes`` of the next full download of ``path``; later requests succeed."""
         self._faults[(repo_type, repo_id, path)] = ("drop_once", int(nbytes))
 
+    def stall(self, repo_id: str, path: str, nbytes: int, repo_type: str = "model") -> None:
+        """Send ``nbytes`` of every download of ``path``, then hang (until the client gives up or is killed)."""
+        self._faults[(repo_type, repo_id, path)] = ("stall", int(nbytes))
+
     def clear_faults(self) -> None:
         """Serve every file as it is again."""
         self._faults.clear()
@@ -156,6 +160,7 @@ class HubServer:
         return self
 
     def stop(self) -> None:
+        self._faults.clear()  # releases stalled downloads
         for server in self._servers:
             server.shutdown()
             server.server_close()
@@ -302,6 +307,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         headers["Content-Length"] = str(len(body))
         if fault == "drop_once":
             self._respond(status, headers, body[:value], close=True)
+            return
+        if fault == "stall":
+            self._respond(status, headers, body[:value])
+            self.wfile.flush()
+            while self.hub._faults.get((repo.repo_type, repo.repo_id, file_path), ("",))[0] == "stall":
+                time.sleep(0.05)
+            self.close_connection = True
+            self.connection.shutdown(2)
             return
         self._respond(status, headers, body)
 
