@@ -3,29 +3,42 @@
 Everything is checked against ``workflow/weights.lock.yaml`` (sha256 per file) and every acquisition writes a
 manifest of sha256s next to what it fetched, so later steps can prove which bytes they used.
 
-* :func:`acquire_weights` - the Stable Diffusion folder, from the hub (``huggingface_hub.snapshot_download`` at a
-  pinned commit, trying mirror repos in order: stabilityai removed SD-2.1-base in 2025, docs/weights.md,
-  docs/method.md#hyper-parameters) or from a pre-seeded local folder. Writes ``<dest>/MANIFEST.sha256.json``.
+* :func:`acquire_weights` - the Stable Diffusion folder, from the hub (:func:`fetch_snapshot`:
+  ``huggingface_hub.snapshot_download`` at a pinned commit into the hub cache, trying mirror repos in order:
+  stabilityai removed SD-2.1-base in 2025, docs/weights.md, docs/method.md#hyper-parameters) or from a
+  pre-seeded local folder. Writes ``<dest>/MANIFEST.sha256.json``.
 * :func:`acquire_aux_weights` - the LPIPS backbones (torchvision ``alexnet-owt-7be5be79.pth``,
   ``vgg16-397923af.pth``) and clean-fid's Inception (``inception-2015-12-05.pt``) into a ``TORCH_HOME``-style
   cache (``<cache>/hub/checkpoints/<file>``), from their URLs or a local folder (docs/install.md).
-* :func:`acquire_images` - FFHQ images by id from a folder, a zip/tar archive or a pinned Hugging Face dataset
-  repo of image files, converted to RGB PNGs of one size, with ``<dest>/manifest.json`` (docs/protocol.md#data).
+* :func:`acquire_images` - FFHQ images by id from a folder, a zip/tar archive, a pinned Hugging Face dataset
+  repo of image files, or the official DWGF LMDB (local, or the lock's ``datasets`` entry fetched with
+  :func:`acquire_dataset`), converted to RGB PNGs of one size, with ``<dest>/manifest.json``
+  (docs/protocol.md#data).
+
+Hub access follows the environment at call time (:func:`hub_settings`: ``HF_ENDPOINT``, ``HF_HUB_CACHE``,
+``HF_HUB_OFFLINE``, proxy variables); ``dwgf.testing.hub_server`` is a loopback hub the tests run all of this
+against (workflow/README.md, "Downloads").
 
 Trust rules (stated once, applied everywhere):
 
 * A hash in the lock is authoritative; a mismatch raises naming file, expected and actual hash, and deletes
   nothing (a downloaded metric backbone that fails its check is kept as ``<file>.rejected`` so that no library
-  picks it up from the cache by name).
+  picks it up from the cache by name; a hub file is moved out of the hub cache to ``blobs/<hash>.rejected``).
+* A hub file is also checked against the hub's own hash of it (the name the cache stores it under: sha256 for
+  large files, git blob sha1 for small ones), so bytes that changed on the way are caught even before the lock
+  knows a hash. Hub files reach ``dest`` only after both checks pass.
 * A torchvision file name embeds the first 8 hex digits of its sha256 (``alexnet-owt-7be5be79.pth``); when the
   lock has no full hash that prefix is checked - the same check ``torch.hub`` does.
 * A file with no known hash at all is refused unless ``record_unknown=True``: trust-on-first-use. Then the hashes
-  actually seen are written to a proposed lock (``weights.lock.proposed.yaml``) beside the fetched files and a
-  loud warning says the bytes were NOT verified. Review it and copy it into ``workflow/weights.lock.yaml``.
+  actually seen (and the commit they came from) are written to a proposed lock (``weights.lock.proposed.yaml``)
+  beside the fetched files and a loud warning says the bytes were NOT verified against the lock. Review it and
+  copy it into ``workflow/weights.lock.yaml``.
 * A hub mirror without a pinned 40-hex revision is skipped unless ``allow_unpinned=True``; then its current
   commit is resolved first, downloaded at that commit, recorded, and a warning says so.
-* Downloaded data is never unpickled here. SD weights must be safetensors; the ``.pth``/``.pt`` metric files are
-  pickles/TorchScript that only their libraries load, after these checks. FFHQ LMDB stores pickles and is refused.
+* Downloaded data is never unpickled with ``pickle.loads``. SD weights must be safetensors; the ``.pth``/``.pt``
+  metric files are pickles/TorchScript that only their libraries load, after these checks. Records of the
+  official LMDB are read by :func:`restricted_loads`, whose allow-list admits only the numpy array
+  reconstructors (lists, tuples and bytes need no global); any other global is refused before it is imported.
 """
 
 from __future__ import annotations

@@ -77,6 +77,26 @@ def _nothing_in(dest: Path) -> bool:
     return not dest.exists() or not any(p.is_file() for p in dest.rglob("*"))
 
 
+def test_hub_server_command_serves_a_folder(tmp_path):
+    """`python -m dwgf.testing.hub_server`: the documented command that mirrors local folders as a hub."""
+    import urllib.request
+
+    folder = tmp_path / "repo"
+    (folder / "unet").mkdir(parents=True)
+    (folder / "unet" / "config.json").write_text("{}")
+    command = [sys.executable, "-m", "dwgf.testing.hub_server", "--model", f"me/sd={folder}@{'a' * 40}", "--port", "0"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=_environment())
+    try:
+        assert server.stdout.readline().strip() == f"model me/sd at revision {'a' * 40}"
+        endpoint = server.stdout.readline().split()[2]
+        assert endpoint.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(f"{endpoint}/me/sd/resolve/{'a' * 40}/unet/config.json") as answer:
+            assert answer.read() == b"{}" and answer.headers["X-Repo-Commit"] == "a" * 40
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 # -- SD weights ----------------------------------------------------------------------------------------------
 def test_weights_from_hub_verified_then_offline_from_the_cache(tmp_path, tiny_sd_path, hub, online, monkeypatch):
     commit = hub.add_repo(MODEL_REPO, tiny_sd_path)
