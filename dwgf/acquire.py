@@ -46,6 +46,7 @@ from __future__ import annotations
 import abc
 import copy
 import fnmatch
+import functools
 import io
 import os
 import pickle
@@ -265,8 +266,13 @@ def hub_settings() -> dict[str, Any]:
     return {
         "endpoint": (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/"),
         "cache_dir": cache,
-        "offline": os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"),
+        "offline": _env_flag("HF_HUB_OFFLINE"),
     }
+
+
+def _env_flag(name: str) -> bool:
+    """An environment switch as huggingface_hub reads it (1/true/yes/on)."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def fetch_snapshot(
@@ -374,6 +380,7 @@ def _unfinished_files(
     ]
 
 
+@functools.cache
 def progress_bar_class() -> type:
     """tqdm that also draws into log files (Snakemake's), where huggingface_hub hides its byte bars because stderr
     is not a terminal; ``HF_HUB_DISABLE_PROGRESS_BARS=1`` hides it. Passed as ``tqdm_class`` to the hub client."""
@@ -382,8 +389,7 @@ def progress_bar_class() -> type:
     class DownloadProgress(tqdm):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs.pop("name", None)  # huggingface_hub's own tqdm takes a name; vanilla tqdm does not
-            hidden = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS", "").strip().lower() in ("1", "true", "yes", "on")
-            kwargs["disable"] = hidden
+            kwargs["disable"] = _env_flag("HF_HUB_DISABLE_PROGRESS_BARS")
             kwargs.setdefault("mininterval", 1.0)
             super().__init__(*args, **kwargs)
 
@@ -454,14 +460,18 @@ def verify_snapshot(
     (1) Against the hub's own hash of the file (:func:`hub_object_id`): catches bytes that changed on the way or in
     the cache even when the lock knows no hash yet; (2) against the lock (:func:`_check_against_lock`: mismatch
     raises, unknown needs ``record_unknown``). A file failing either check is moved out of the cache
-    (:func:`reject_cached`) before the error is raised, naming it.
+    (:func:`reject_cached`) before the error is raised, naming it. Files the first check could not cover (not
+    links into a hub cache) are listed in ``origin["hub_hash_unchecked"]``.
     """
     digests = _hash_with_progress(snapshot, names, f"sha256 {origin.get('repo_id', '')}")
-    bad = []
+    bad, unchecked = [], []
     for name in names:
         object_id = hub_object_id(snapshot / name)
-        if object_id is not None and not _matches_hub_object(snapshot / name, object_id, digests[name]):
+        if object_id is None:
+            unchecked.append(name)
+        elif not _matches_hub_object(snapshot / name, object_id, digests[name]):
             bad.append((name, f"{object_id} (the hub's own hash of the file)", digests[name]))
+    origin["hub_hash_unchecked"] = unchecked  # not links into the cache: only the lock vouches for these
     if bad:
         kept = [str(reject_cached(snapshot / name)) for name, _, _ in bad]
         raise IntegrityError(bad, f"{where} (received bytes moved out of the cache to {kept}; rerun to fetch again)")

@@ -107,7 +107,7 @@ def test_weights_from_hub_verified_then_offline_from_the_cache(tmp_path, tiny_sd
     manifest = json.loads((dest / acquire.MANIFEST_NAME).read_text())
     source = manifest["source"]
     assert (source["repo_id"], source["revision"], source["endpoint"]) == (MODEL_REPO, commit, hub.endpoint)
-    assert source["offline"] is False and len(source["skipped_mirrors"]) == 1
+    assert source["offline"] is False and len(source["skipped_mirrors"]) == 1 and source["hub_hash_unchecked"] == []
     assert source["skipped_mirrors"][0].startswith(f"gone/sd21@{'0' * 40}: RepositoryNotFoundError")
     for name, digest in lock["model"]["files"].items():
         assert sha256_file(dest / name) == digest == manifest["files"][name]["sha256"]
