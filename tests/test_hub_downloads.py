@@ -329,6 +329,26 @@ def test_malicious_lmdb_record_is_refused_without_running_it(tmp_path):
             acquire.load_official_record(other, "test record")
 
 
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+@pytest.mark.parametrize("numpy_module", ["numpy._core", "numpy.core"])
+def test_records_of_any_pickle_protocol_and_numpy_major_are_read(protocol, numpy_module):
+    """The official store may have been written by numpy 1.x (``numpy.core.*`` globals) with any protocol."""
+    png = _png(_faces(1)[0])
+    data = pickle.dumps(([png], np.array([7])), protocol=protocol)
+    if numpy_module == "numpy.core":  # what numpy 1.x writes: the same opcodes with other module names
+        import pickletools
+
+        for name in (b"numpy._core.multiarray", b"numpy._core.numeric"):
+            old = name.replace(b"._core", b".core")
+            data = data.replace(bytes([len(name)]) + name, bytes([len(old)]) + old)  # SHORT_BINUNICODE (4, 5)
+            data = data.replace(name + b"\n", old + b"\n")  # GLOBAL (2)
+        data = pickletools.optimize(data)  # re-frames protocol 4/5 after the length change
+        assert b"_core" not in data
+    assert acquire.load_official_record(data, "test record") == png
+    label = acquire.restricted_loads(data, "test record")[1]
+    assert isinstance(label, np.ndarray) and label.tolist() == [7]
+
+
 def test_official_lmdb_from_the_hub_trust_on_first_use_then_verified(tmp_path, hub, online, monkeypatch):
     faces = _faces(4)
     store = tmp_path / "served" / "validation.lmdb"
