@@ -138,20 +138,23 @@ def test_unknown_hashes_refused_unless_recorded(tmp_path, tiny_sd_path, repo_loc
 
 # -- SD weights from the hub (snapshot_download replaced by a local copy: no hub is reachable) ---------------
 class FakeHub:
-    """Stands in for huggingface_hub.snapshot_download: copies allowed files from a local folder."""
+    """Stands in for huggingface_hub.snapshot_download: copies allowed files from a local folder into a snapshot
+    folder ``<root>/<repo>/<revision>`` and returns it (tests/test_hub_downloads.py runs the real client against a
+    loopback hub server)."""
 
-    def __init__(self, folder: Path, failing: set[str] = frozenset()):
-        self.folder, self.failing, self.calls = folder, failing, []
+    def __init__(self, folder: Path, root: Path, failing: set[str] = frozenset()):
+        self.folder, self.root, self.failing, self.calls = folder, root, failing, []
 
-    def __call__(self, repo_id, revision=None, allow_patterns=None, local_dir=None, **kwargs):
+    def __call__(self, repo_id, revision=None, allow_patterns=None, **kwargs):
         self.calls.append({"repo_id": repo_id, "revision": revision, "allow_patterns": allow_patterns, **kwargs})
         if repo_id in self.failing:
             raise OSError(f"{repo_id} is gone")
+        snapshot = self.root / repo_id.replace("/", "--") / revision
         for pattern in allow_patterns:
-            target = Path(local_dir) / pattern
+            target = snapshot / pattern
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(self.folder / pattern, target)
-        return local_dir
+        return str(snapshot)
 
 
 def test_hub_source_passes_pinned_revision_and_patterns(tmp_path, tiny_sd_path, repo_lock, monkeypatch):
@@ -160,32 +163,39 @@ def test_hub_source_passes_pinned_revision_and_patterns(tmp_path, tiny_sd_path, 
     first, second = "a" * 40, "b" * 40
     mirrors = [{"repo_id": "gone/sd21", "revision": first}, {"repo_id": "mirror/sd21", "revision": second}]
     lock = _lock_for(tiny_sd_path, repo_lock, mirrors)
-    hub = FakeHub(tiny_sd_path, failing={"gone/sd21"})
+    hub = FakeHub(tiny_sd_path, tmp_path / "hub", failing={"gone/sd21"})
     monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
     dest = acquire_weights(lock, tmp_path / "weights", source="hub")
     assert [c["repo_id"] for c in hub.calls] == ["gone/sd21", "mirror/sd21"]
     assert [c["revision"] for c in hub.calls] == [first, second]
     assert all(c["allow_patterns"] == repo_lock["model"]["allow_patterns"] for c in hub.calls)
     manifest = json.loads((dest / acquire.MANIFEST_NAME).read_text())
-    assert manifest["source"] == {
+    source = manifest["source"]
+    assert {key: source[key] for key in ("kind", "repo_id", "revision", "revision_pinned_in_lock")} == {
         "kind": "hub",
         "repo_id": "mirror/sd21",
         "revision": second,
         "revision_pinned_in_lock": True,
     }
+    # the record also says which mirror was skipped and why, and where the hub was
+    assert source["repo_type"] == "model" and source["skipped_mirrors"] == [
+        f"gone/sd21@{first}: OSError: gone/sd21 is gone"
+    ]
+    assert source["endpoint"] == acquire.hub_settings()["endpoint"]
 
 
 def test_hub_source_skips_unpinned_mirrors(tmp_path, tiny_sd_path, repo_lock, monkeypatch):
     import huggingface_hub
 
     lock = _lock_for(tiny_sd_path, repo_lock, [{"repo_id": "mirror/sd21", "revision": None}])
-    hub = FakeHub(tiny_sd_path)
+    hub = FakeHub(tiny_sd_path, tmp_path / "hub")
     monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
     with pytest.raises(RuntimeError, match="no pinned revision"):
         acquire_weights(lock, tmp_path / "w", source="hub")
     assert hub.calls == []
     # explicitly allowed: the current commit is resolved first and that commit is what gets downloaded
-    monkeypatch.setattr(acquire, "_resolve_revision", lambda repo_id: "c" * 40)
+    monkeypatch.setattr(acquire, "_resolve_revision", lambda repo_id, repo_type: "c" * 40)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # resolving a current commit needs the hub
     with pytest.warns(UserWarning, match="UNPINNED MODEL"):
         dest = acquire_weights(lock, tmp_path / "w", source="hub", allow_unpinned=True)
     assert hub.calls[-1]["revision"] == "c" * 40
@@ -340,7 +350,8 @@ def test_traversal_zip_is_rejected(tmp_path):
 def test_lmdb_and_unpinned_hub_sources_are_refused(tmp_path):
     with pytest.raises(ValueError, match="pickles"):
         acquire_images({"kind": "folder", "path": str(tmp_path / "validation.lmdb")}, ["00000"], 64, tmp_path / "o")
-    with pytest.raises(ValueError, match="pickles"):
+    # kind 'lmdb' is the one reader of such stores (restricted unpickler; tests/test_hub_downloads.py)
+    with pytest.raises(FileNotFoundError, match="LMDB"):
         acquire_images({"kind": "lmdb", "path": str(tmp_path / "x")}, ["00000"], 64, tmp_path / "o")
     with pytest.raises(ValueError, match="40-hex"):
         acquire_images({"kind": "hf_dataset", "repo_id": "someone/ffhq-png"}, ["00000"], 64, tmp_path / "o")

@@ -10,11 +10,11 @@ Both write a provenance record whose ``extra`` indexes the result:
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
-from dwgf.pipeline.images import load_png, save_png
 from dwgf.pipeline.layout import suite_path
 from dwgf.pipeline.records import require
 from dwgf.provenance import Recorder, relative_to_root
@@ -24,9 +24,11 @@ def acquire_images(spec: dict[str, Any], root: str | os.PathLike, out: str | os.
     """Write ``data/images/<id>.png`` for every id of the suite, then the record ``out``.
 
     ``source.kind: bundled``: the scikit-image crop named by each id (:func:`dwgf.data.bundled.load_crop`), so
-    the demo runs offline. ``folder`` / ``archive`` / ``hf_dataset``: FFHQ images by id through
+    the demo runs offline. ``folder`` / ``archive`` / ``hf_dataset`` / ``lmdb``: FFHQ images by id through
     :func:`dwgf.acquire.acquire_images` (Lanczos-resized to ``image_size`` only when the size differs; its
-    ``manifest.json`` with the sha256 of every original is recorded as an input). A missing id raises naming it.
+    ``manifest.json`` with the sha256 of every original is recorded as an input, and ``extra.download`` says
+    what was read from where: for a hub source the endpoint, repo, commit, skipped mirrors and file sha256s).
+    A missing id raises naming it.
     """
     require(spec, "source", "ids", "image_size")
     root = Path(root)
@@ -34,8 +36,11 @@ def acquire_images(spec: dict[str, Any], root: str | os.PathLike, out: str | os.
     size, folder = int(spec["image_size"]), suite_path(root, "image_folder")
     outputs, manifest = write_images(spec["source"], list(spec["ids"]), size, folder)
     inputs = [manifest] if manifest else []
+    if spec["source"].get("lock"):
+        inputs.append(Path(spec["source"]["lock"]))
     if manifest:
         recorder.extra["source_manifest"] = relative_to_root(manifest, root)
+        recorder.extra["download"] = json.loads(Path(manifest).read_text(encoding="utf-8"))["source"]
     recorder.extra["images"] = {image_id: relative_to_root(path, root) for image_id, path in outputs.items()}
     return recorder.write(out, outputs=list(outputs.values()), inputs=inputs)
 
@@ -47,6 +52,8 @@ def write_images(
 
     Every written image is read back at ``size``. ``key`` names the config key of the ids in error messages.
     """
+    from dwgf.pipeline.images import load_png, save_png  # torch: imported only by the steps that write images
+
     outputs: dict[str, Path] = {}
     manifest = None
     if source["kind"] == "bundled":
@@ -140,7 +147,8 @@ def acquire_weights(spec: dict[str, Any], root: str | os.PathLike, out: str | os
     Diffusion snapshot named by the lock into ``prior.dest`` and check every file's sha256 against the lock
     (:func:`dwgf.acquire.acquire_weights`; a mismatch or a missing file stops here, naming the file and what to
     place where). The record names the folder for :func:`dwgf.priors.load_prior` and hashes its sha256
-    manifest (re-hashing gigabytes of weights a second time would add nothing).
+    manifest (re-hashing gigabytes of weights a second time would add nothing); ``extra.download`` copies the
+    manifest's source (hub endpoint, repo, commit, skipped mirrors, offline or not) and each file's sha256 and size.
     """
     from dwgf import acquire
 
@@ -164,6 +172,8 @@ def acquire_weights(spec: dict[str, Any], root: str | os.PathLike, out: str | os
         allow_unpinned=bool(prior.get("allow_unpinned", False)),
     )
     recorder.extra["prior"] = {"kind": "stable_diffusion", "folder": str(Path(dest).resolve())}
+    manifest = json.loads((Path(dest) / acquire.MANIFEST_NAME).read_text(encoding="utf-8"))
+    recorder.extra["download"] = {**manifest["source"], "files": manifest["files"]}
     return recorder.write(out, outputs=[Path(dest) / acquire.MANIFEST_NAME], inputs=[lock_path])
 
 

@@ -66,6 +66,16 @@ if PLAN.metric_weight_inputs():
             "dwgf acquire-metric-weights --spec {params.spec:q} --root {params.root:q} --out {output:q} > {log:q} 2>&1"
 
 
+# Everything the suite fetches from outside, and nothing else: `snakemake -c 1 download --config suite=paper`
+# (on a machine with network access, e.g. to carry the caches to an air-gapped one; workflow/README.md).
+rule download:
+    localrule: True
+    input:
+        PLAN.path("images_manifest"),
+        PLAN.path("prior"),
+        PLAN.metric_weight_inputs(),
+
+
 rule observe:
     input:
         images=PLAN.path("images_manifest"),
