@@ -20,6 +20,7 @@ from pathlib import Path
 
 from dwgf.pipeline.config import validate_config
 from dwgf.pipeline.plan import Plan, WILDCARD_CONSTRAINTS
+from dwgf.suite_run import SuiteRun, suite_config
 
 # Fails before any job with "config key 'suites.<suite>.<...>': <reason>"; Snakemake's validate then checks the
 # same schema again (and would fill in schema defaults if it had any).
@@ -27,6 +28,24 @@ validate_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema
 validate(config, "workflow/schemas/config.schema.yaml")
 
 PLAN = Plan(config)
+
+# One run per results folder (dwgf/suite_run.py): the main process locks results/<suite> before any job starts
+# (a second run is refused naming the holder; the lock ends with the process, even after kill -9) and records how it
+# was invoked (run/invocation.json: what `dwgf verify` replays to repair). Job processes are started with
+# --no-hooks, so only the main process runs these.
+RUN = SuiteRun(PLAN.root)
+
+
+onstart:
+    RUN.start(workflow, config)
+
+
+onsuccess:
+    RUN.finish()
+
+
+onerror:
+    RUN.finish()
 
 
 wildcard_constraints:
@@ -47,3 +66,4 @@ rule all:
     default_target: True
     input:
         PLAN.targets(),
+        f"{PLAN.root}/run/root.prov.json",

@@ -4,7 +4,9 @@ Both are the concatenation (re-validated, :func:`dwgf.metrics.schema.concat_metr
 per-set files, sorted by their key columns so the bytes do not depend on the order Snakemake lists the inputs
 in. Columns are documented in :mod:`dwgf.metrics.schema` (and workflow/README.md). The step refuses to mix
 feature networks in one FID/KID table (:func:`dwgf.metrics.schema.assert_one_network`) and checks that the
-per-shard files hold rows of the suite being aggregated only.
+per-shard files hold rows of the suite being aggregated only, and that each still has the sha256 its record
+stored (:func:`dwgf.pipeline.records.recorded_input`; the records become inputs, so the aggregate record protects
+them as wholes).
 """
 
 from __future__ import annotations
@@ -51,17 +53,18 @@ def aggregate(
     out_set: str | os.PathLike,
 ) -> dict[str, Any]:
     from dwgf.metrics.schema import assert_one_network, write_metrics
-    from dwgf.provenance import Recorder
+    from dwgf.pipeline.records import recorded_input
+    from dwgf.provenance import RECORD_SUFFIX, Recorder
 
     suite = spec["suite"]
     recorder = Recorder("aggregate", root=root, config=spec, seeds={})
     metrics = combine(metric_files, suite)
     set_metrics = combine(set_metric_files, suite)
+    # every file must still be what its evaluate / set-metrics record says (an edited row stops here)
+    inputs = [p for f in [*metric_files, *set_metric_files] for p in recorded_input(f, f + RECORD_SUFFIX, root)]
     assert_one_network(set_metrics)
     write_metrics(metrics, out)
     write_metrics(set_metrics, out_set)
     recorder.extra["rows"] = {"metrics": len(metrics), "set_metrics": len(set_metrics)}
-    recorder.write(
-        Path(root) / "aggregate.prov.json", outputs=[out, out_set], inputs=[*metric_files, *set_metric_files]
-    )
+    recorder.write(Path(root) / "aggregate.prov.json", outputs=[out, out_set], inputs=inputs)
     return recorder.extra["rows"]

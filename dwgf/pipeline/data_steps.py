@@ -25,18 +25,19 @@ def acquire_images(spec: dict[str, Any], root: str | os.PathLike, out: str | os.
     ``source.kind: bundled``: the scikit-image crop named by each id (:func:`dwgf.data.bundled.load_crop`), so
     the demo runs offline. ``folder`` / ``archive`` / ``hf_dataset``: FFHQ images by id through
     :func:`dwgf.acquire.acquire_images` (Lanczos-resized to ``image_size`` only when the size differs; its
-    ``manifest.json`` with the sha256 of every original is recorded as an input). A missing id raises naming it.
+    ``manifest.json`` with the sha256 of every original is recorded as an output). A missing id raises naming it.
     """
     require(spec, "source", "ids", "image_size")
     root = Path(root)
     recorder = Recorder("acquire-images", root=root, config=spec, seeds={})
     size, folder = int(spec["image_size"]), root / "data" / "images"
     outputs, manifest = write_images(spec["source"], list(spec["ids"]), size, folder)
-    inputs = [manifest] if manifest else []
     if manifest:
         recorder.extra["source_manifest"] = relative_to_root(manifest, root)
     recorder.extra["images"] = {image_id: relative_to_root(path, root) for image_id, path in outputs.items()}
-    return recorder.write(out, outputs=list(outputs.values()), inputs=inputs)
+    # the manifest is written by this step (into data/images/), so it is an output: as an input, no record would
+    # name it as an output and `dwgf verify` would call it a stray file
+    return recorder.write(out, outputs=[*outputs.values(), *([manifest] if manifest else [])])
 
 
 def write_images(

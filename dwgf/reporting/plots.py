@@ -60,6 +60,7 @@ def plot_ablation(
     import seaborn as sns
 
     from dwgf.metrics.schema import read_metrics
+    from dwgf.pipeline.records import recorded_input
     from dwgf.provenance import Recorder
 
     ablations = {a["name"]: a for a in spec["ablations"]}
@@ -69,6 +70,7 @@ def plot_ablation(
         )
     ablation = ablations[name]
     recorder = Recorder("plots", root=root, config={**spec, "ablation": name}, seeds={})
+    inputs = recorded_input(metrics_path, Path(root) / "aggregate.prov.json", root)  # only what aggregate wrote
     frame = ablation_frame(read_metrics(metrics_path), spec, ablation)
     metrics = list(dict.fromkeys(frame["metric"]))
     sns.set_theme(style="whitegrid", context="paper")
@@ -98,5 +100,5 @@ def plot_ablation(
     with atomic_path(out, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
-    recorder.write(f"{out}.prov.json", outputs=[out], inputs=[metrics_path])
+    recorder.write(f"{out}.prov.json", outputs=[out], inputs=inputs)
     return Path(out)

@@ -289,13 +289,17 @@ def write_tables(
     out_dir: str | os.PathLike,
 ) -> list[Path]:
     from dwgf.metrics.schema import read_metrics
+    from dwgf.pipeline.records import recorded_input
     from dwgf.provenance import Recorder
 
     recorder = Recorder("tables", root=root, config=spec, seeds={})
+    aggregate_record = Path(root) / "aggregate.prov.json"  # the tables show only what `dwgf aggregate` wrote
+    inputs = [*recorded_input(metrics_path, aggregate_record, root), Path(set_metrics_path)]
+    recorded_input(set_metrics_path, aggregate_record, root)
     df, set_df = read_metrics(metrics_path), read_metrics(set_metrics_path)
     written = write_table(main_table(df, set_df, spec), out_dir, "main")
     written += write_table(runtime_table(df, spec), out_dir, "runtime")
     for ablation in spec["ablations"]:
         written += write_table(ablation_table(df, spec, ablation), out_dir, f"ablation-{ablation['name']}")
-    recorder.write(Path(out_dir) / "tables.prov.json", outputs=written, inputs=[metrics_path, set_metrics_path])
+    recorder.write(Path(out_dir) / "tables.prov.json", outputs=written, inputs=inputs)
     return written

@@ -94,6 +94,22 @@ rule qualitative:
         " --out {output.png:q} > {log:q} 2>&1"
 
 
+# The root record: the hash of every artifact the suite's plan expects (records included), the resolved suite config
+# and the invocation that completed the run (dwgf/audit/root.py). Last job of the default target.
+rule seal:
+    input:
+        PLAN.targets(),
+    output:
+        f"{R}/run/root.prov.json",
+    params:
+        spec=lambda wc: Plan.dumps(suite_config(config)),
+        root=R,
+    log:
+        PLAN.log("seal", "seal"),
+    shell:
+        "dwgf seal --spec {params.spec:q} --root {params.root:q} --out {output:q} > {log:q} 2>&1"
+
+
 # `snakemake -c 2 verify`: build everything, then re-hash the whole suite with `dwgf verify` (dwgf/audit/README.md).
 # It exits non-zero on any broken provenance link; the log names each file and the `snakemake --forcerun` command
 # that repairs it.
@@ -105,10 +121,11 @@ rule verify:
     localrule: True
     input:
         PLAN.targets(),
+        f"{R}/run/root.prov.json",
     params:
         root=R,
         report=PLAN.path("verify"),
     log:
         PLAN.log("verify", "verify"),
     shell:
-        "dwgf verify {params.root:q} --json-out {params.report:q} 2>&1 | tee {log:q}"
+        "dwgf verify {params.root:q} --recompute 2 --json-out {params.report:q} 2>&1 | tee {log:q}"
