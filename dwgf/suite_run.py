@@ -165,6 +165,22 @@ def _options(argv: list[str], *names: str) -> list[list[str]]:
     return found
 
 
+def _config_words(argv: list[str]) -> list[str]:
+    """The ``key=value`` words given after ``--config`` / ``-C`` (as typed, so a replay parses them the same)."""
+    words, taking = [], False
+    for word in argv[1:]:
+        if word in ("--config", "-C"):
+            taking = True
+        elif word.startswith("--config="):
+            words.append(word.split("=", 1)[1])
+            taking = True
+        elif word.startswith("-"):
+            taking = False
+        elif taking:
+            words.append(word)
+    return words
+
+
 def invocation(workflow, config: dict[str, Any]) -> dict[str, Any]:
     """What is needed to replay the current Snakemake run (module docstring); ``workflow`` is Snakemake's."""
     import snakemake
@@ -180,7 +196,7 @@ def invocation(workflow, config: dict[str, Any]) -> dict[str, Any]:
         "snakefile": str(Path(workflow.main_snakefile).resolve()),
         "configfiles": [str(Path(f).resolve()) for f in settings.configfiles],
         "config_overrides": {str(k): v for k, v in dict(settings.config).items()},
-        "config_args": list(settings.config_args or []),
+        "config_args": _config_words(argv),
         "cores": workflow.cores if workflow.local_exec else None,
         "jobs": None if workflow.local_exec else workflow.nodes,
         "profiles": _options(argv, "--profile", "--workflow-profile"),

@@ -38,7 +38,8 @@ def expected_artifacts(plan) -> list[str]:
         paths.append(plan.path("shard", **wildcards))
     for parquet in [*plan.shard_metric_files(), *plan.set_metric_files(), *plan.reference_stats_files()]:
         paths += [parquet, parquet + RECORD_SUFFIX]
-    paths += [*plan.targets(), f"{plan.root}/aggregate.prov.json", f"{plan.root}/tables/tables.prov.json"]
+    paths += [*plan.targets(), f"{plan.root}/runtime.parquet", f"{plan.root}/aggregate.prov.json"]
+    paths += [f"{plan.root}/tables/tables.prov.json"]
     paths += [png + RECORD_SUFFIX for png in plan.plot_files()]
     prefix = plan.root.rstrip("/") + "/"
     relative = {p[len(prefix) :] if p.startswith(prefix) else p for p in paths}

@@ -1,4 +1,9 @@
-"""Pipeline step 6b (``dwgf aggregate``): one long-format ``metrics.parquet`` and one ``set_metrics.parquet``.
+"""Pipeline step 6b (``dwgf aggregate``): one long-format ``metrics.parquet``, one ``set_metrics.parquet`` and
+one ``runtime.parquet``.
+
+The rows that measure the run rather than the result (:data:`dwgf.metrics.runtime.RUN_MEASUREMENTS`: seconds and
+peak memory per image, whose ``network`` column names the device) go to ``runtime.parquet``, so that
+``metrics.parquet`` holds only facts of the result and two reproductions of a suite have byte-identical bytes.
 
 Both are the concatenation (re-validated, :func:`dwgf.metrics.schema.concat_metrics`) of the per-shard and
 per-set files, sorted by their key columns so the bytes do not depend on the order Snakemake lists the inputs
@@ -51,7 +56,10 @@ def aggregate(
     set_metric_files: list[str],
     out: str | os.PathLike,
     out_set: str | os.PathLike,
+    out_runtime: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
+    """``out_runtime`` defaults to ``runtime.parquet`` beside ``out``."""
+    from dwgf.metrics.runtime import RUN_MEASUREMENTS
     from dwgf.metrics.schema import assert_one_network, write_metrics
     from dwgf.pipeline.records import recorded_input
     from dwgf.provenance import RECORD_SUFFIX, Recorder
@@ -63,8 +71,13 @@ def aggregate(
     # every file must still be what its evaluate / set-metrics record says (an edited row stops here)
     inputs = [p for f in [*metric_files, *set_metric_files] for p in recorded_input(f, f + RECORD_SUFFIX, root)]
     assert_one_network(set_metrics)
+    out_runtime = Path(out).parent / "runtime.parquet" if out_runtime is None else Path(out_runtime)
+    measured = metrics["metric"].isin(RUN_MEASUREMENTS).to_numpy()
+    runtime = metrics[measured].reset_index(drop=True)
+    metrics = metrics[~measured].reset_index(drop=True)
     write_metrics(metrics, out)
     write_metrics(set_metrics, out_set)
-    recorder.extra["rows"] = {"metrics": len(metrics), "set_metrics": len(set_metrics)}
-    recorder.write(Path(root) / "aggregate.prov.json", outputs=[out, out_set], inputs=inputs)
+    write_metrics(runtime, out_runtime)
+    recorder.extra["rows"] = {"metrics": len(metrics), "set_metrics": len(set_metrics), "runtime": len(runtime)}
+    recorder.write(Path(root) / "aggregate.prov.json", outputs=[out, out_set, out_runtime], inputs=inputs)
     return recorder.extra["rows"]

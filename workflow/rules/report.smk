@@ -5,6 +5,7 @@ rule tables:
     input:
         metrics=PLAN.path("metrics"),
         set_metrics=PLAN.path("set_metrics_all"),
+        runtime=f"{R}/runtime.parquet",
     output:
         main=report(
             PLAN.path("table_main", ext="html"),
@@ -40,7 +41,7 @@ rule tables:
         PLAN.benchmark("tables", "tables")
     shell:
         "dwgf tables --spec {params.spec:q} --root {params.root:q} --metrics {input.metrics:q}"
-        " --set-metrics {input.set_metrics:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        " --set-metrics {input.set_metrics:q} --runtime {input.runtime:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule plot_ablation:
