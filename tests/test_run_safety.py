@@ -322,10 +322,12 @@ def test_forged_value_with_every_hash_updated_is_caught_by_recompute(smoke, tmp_
 def test_plain_snakemake_refuses_an_edited_shard_parquet(smoke, tmp_path):
     """Snakemake re-runs aggregate on the newer file; aggregate must refuse it instead of tabulating it."""
     work = copy_workdir(smoke, tmp_path / "work")
+    from dwgf.metrics.schema import read_metrics, write_metrics
+
     shard = sorted((work / SMOKE).glob("metrics/dwgf/*/main/shard-000.parquet"))[0]
-    frame = pd.read_parquet(shard)
+    frame = read_metrics(shard)
     frame.loc[frame.index[frame["metric"] == "psnr"][0], "value"] += 5.0
-    frame.to_parquet(shard, index=False)
+    write_metrics(frame, shard)  # a valid metrics file, only its value is not what evaluate computed
     before = sha256_file(work / SMOKE / "tables" / "main.md")
     result = _snakemake(work, "--config", "suite=smoke")
     assert result.returncode != 0

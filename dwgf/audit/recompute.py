@@ -134,4 +134,6 @@ def _mismatches(fresh: list[dict], rows) -> list[str]:
 
 
 def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    import pandas as pd
+
+    return value is None or bool(pd.isna(value))

@@ -287,8 +287,13 @@ def _suite_plan(index: ResultsIndex, add) -> tuple[list[str], dict[str, Any] | N
 
 
 def _keep_files_of_forced_jobs(problems: dict) -> None:
-    """Stray files inside the folder of a job that the repair forces are rewritten by it: no ``rm`` for them."""
-    forced = {str(Path(p.forcerun).parent) for p in problems.values() if p.forcerun and "/" in p.forcerun}
+    """Files beside a lost record are that record's outputs, which the forced job names again: no ``rm`` for them
+    (deleting them would only make the job redo work it can resume, e.g. solved images)."""
+    forced = {
+        str(Path(p.path).parent)
+        for p in problems.values()
+        if p.kind == "missing" and p.path.endswith(RECORD_SUFFIX) and "/" in p.path
+    }
     for key, problem in list(problems.items()):
         if problem.remove and any(problem.remove.startswith(folder + "/") for folder in forced):
             problems[key] = Problem(problem.kind, problem.path, problem.detail + "; rewritten by the forced job",
