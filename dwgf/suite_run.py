@@ -218,13 +218,12 @@ def replay_command(record: dict[str, Any], forcerun: list[str]) -> str:
     Targets are given relative to the recorded working directory. ``--rerun-incomplete`` lets it continue a run
     that was killed; the default target is used, so every forced job's downstream jobs re-run too.
     """
-    words = ["snakemake", "-s", record["snakefile"]]
+    cores = record.get("cores")
+    words = ["snakemake", *(["-c", str(cores)] if cores else []), "-s", record["snakefile"]]
     for flag, profile in record.get("profiles") or []:
         words += [flag, profile]
     for configfile in record.get("configfiles") or []:
         words += ["--configfile", configfile]
-    cores = record.get("cores")
-    words += ["-c", str(cores)] if cores else []
     words += ["-j", str(record["jobs"])] if record.get("jobs") else []
     words += ["--rerun-incomplete"]
     if forcerun:

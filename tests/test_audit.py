@@ -465,6 +465,7 @@ def test_smoke_run_verifies_and_records_every_job(smoke, smoke_plan):
         "tables": 1,
         "plots": len(plan.ablations),
         "qualitative": len(plan.tasks),
+        "seal": 1,  # the suite's root record, run/root.prov.json
     }
     for entry in index.records.values():  # the provenance fields, in every record
         record = entry.record

@@ -219,8 +219,8 @@ def test_replay_command_keeps_the_invocation():
     }
     command = replay_command(record, ["out/mysuite/solve/dwgf/box/main/shard-000.prov.json"])
     assert command == (
-        "cd '/work/my project' && snakemake -s /opt/dwgf/Snakefile --profile site --configfile "
-        "'/work/my project/mine.yaml' -c 4 --rerun-incomplete --forcerun "
+        "cd '/work/my project' && snakemake -c 4 -s /opt/dwgf/Snakefile --profile site --configfile "
+        "'/work/my project/mine.yaml' --rerun-incomplete --forcerun "
         "out/mysuite/solve/dwgf/box/main/shard-000.prov.json --config suite=mysuite results=out"
     )
 
