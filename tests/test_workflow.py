@@ -241,6 +241,7 @@ def expected_paper_counts(suite: dict) -> dict[str, int]:
         "tables": 1,
         "plot_ablation": len(suite["ablations"]),
         "qualitative": len(tasks),
+        "seal": 1,  # the root record run/root.prov.json (dwgf/audit/root.py)
         "all": 1,
     }
 
