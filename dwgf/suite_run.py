@@ -69,6 +69,7 @@ class SuiteLock:
         self.path = self.root / LOCK_NAME
         self.purpose = purpose
         self._fd: int | None = None
+        self._read_only = False
         self.inherited = False
         self.token: str | None = None
 
@@ -82,9 +83,14 @@ class SuiteLock:
             self.inherited = True
             return self
         self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd, mode = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666), fcntl.LOCK_EX
+        except OSError as error:
+            if isinstance(error, PermissionError) or error.errno == errno.EROFS:
+                return self._acquire_read_only(fcntl)  # e.g. a collaborator verifying a shared, read-only folder
+            raise
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise DwgfError(
@@ -118,6 +124,20 @@ class SuiteLock:
             os.environ[LOCK_ENV] = f"{self.path.resolve()}\t{self.token}"
         return self
 
+    def _acquire_read_only(self, fcntl) -> SuiteLock:
+        """A folder this user cannot write: a shared lock on the existing lock file still waits for no one and
+        refuses while a run holds the exclusive one (no lock file: no run ever started there)."""
+        if not self.path.exists():
+            return self
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DwgfError(f"results folder {self.root} is in use by {_holder_text(read_holder(self.root))}") from None
+        self._fd, self._read_only = fd, True
+        return self
+
     def _inherited_from_parent(self) -> bool:
         value = os.environ.get(LOCK_ENV, "")
         path, _, token = value.partition("\t")
@@ -132,7 +152,8 @@ class SuiteLock:
         if self._fd is None:
             return
         try:
-            os.ftruncate(self._fd, 0)  # no description of a holder that is gone
+            if not self._read_only:
+                os.ftruncate(self._fd, 0)  # no description of a holder that is gone
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         finally:
             os.close(self._fd)

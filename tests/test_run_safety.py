@@ -206,6 +206,28 @@ def test_lock_is_inherited_by_the_holders_children_only(tmp_path, monkeypatch):
         lock.release()
 
 
+def test_a_reader_without_write_access_still_waits_for_a_run(tmp_path, monkeypatch):
+    """A collaborator verifying a group folder they cannot write takes a shared lock on the existing lock file."""
+    root = tmp_path / "results" / "s"
+    holder = _holder(root)
+    real_open = os.open
+
+    def no_write(path, flags, *args):
+        if flags & (os.O_RDWR | os.O_WRONLY | os.O_CREAT):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", no_write)
+    try:
+        with pytest.raises(DwgfError, match=f"in use by test holder \\(pid {holder.pid}"):
+            SuiteLock(root, "reader").acquire()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with SuiteLock(root, "reader") as lock:
+        assert lock._read_only and read_holder(root)["pid"] == holder.pid  # the file is left as it was
+
+
 # -- replay ----------------------------------------------------------------------------------------------------
 def test_replay_command_keeps_the_invocation():
     record = {
