@@ -28,6 +28,7 @@ configfile: "config.yaml"
 
 from dwgf.pipeline.plan import Plan, WILDCARD_CONSTRAINTS
 from dwgf.pipeline.preflight import check_plan
+from dwgf.suite_run import SuiteRun, suite_config
 
 # Fails before any job with "config key 'suites.<suite>.<...>': <reason>". The schema file is completed with the
 # solver and operator registries (dwgf.pipeline.config.full_schema), so it is applied here rather than by
@@ -39,6 +40,24 @@ PLAN = Plan(config)
 # now so that `snakemake -n` fails naming the key (dwgf.pipeline.preflight). Cluster jobs re-parse this file on
 # their nodes (not the main process): they skip it.
 check_plan(PLAN, jobs_run_here=workflow.is_main_process and workflow.local_exec)
+
+# One run per results folder (dwgf/suite_run.py): the main process locks results/<suite> before any job starts
+# (a second run is refused naming the holder; the lock ends with the process, even after kill -9) and records how it
+# was invoked (run/invocation.json: what `dwgf verify` replays to repair). Job processes are started with
+# --no-hooks, so only the main process runs these.
+RUN = SuiteRun(PLAN.root)
+
+
+onstart:
+    RUN.start(workflow, config)
+
+
+onsuccess:
+    RUN.finish()
+
+
+onerror:
+    RUN.finish()
 
 
 wildcard_constraints:
@@ -59,3 +78,4 @@ rule all:
     default_target: True
     input:
         PLAN.targets(),
+        f"{PLAN.root}/run/root.prov.json",

@@ -1,7 +1,9 @@
 """Atomic, checksummed file writes shared by every artifact writer.
 
 Every artifact is written to a temporary file in the destination folder and then renamed over the
-target, so a crash never leaves a file that looks complete.
+target, so a crash never leaves a file that looks complete. The final file gets the permissions a plain
+``open(path, "w")`` would give it (``0o666 & ~umask``), not ``mkstemp``'s private 0600: with ``umask 002`` on a
+group folder, collaborators can read the results.
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(_CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def current_umask() -> int:
+    """The process umask (read by setting it and restoring it at once; there is no read-only call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -54,6 +63,7 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp made it 0600; a writer may also have replaced it
         os.replace(tmp, target)
     finally:
         if tmp.exists():

@@ -20,6 +20,7 @@ import pytest
 from audit_smoke import REPO, copy_workdir, resumed_workdir, run, smoke_workdir
 
 from dwgf.audit import LINK_COLUMNS, ResultsIndex, format_trace, trace, verify_results
+from dwgf.audit.root import ROOT_RECORD, SEAL_STEP
 from dwgf.cli import main
 from dwgf.io import atomic_write_json, sha256_file
 from dwgf.provenance import Recorder, read_record
@@ -154,7 +155,18 @@ def build_results(root: Path) -> Path:
     rec.extra["cell"] = "mean over images of the per-image mean over particles"
     rec.write(root / "tables" / "tables.prov.json", outputs=[table], inputs=[root / "metrics.parquet"])
     _write(root / "logs" / "solve" / "x.log", b"not recorded by design\n")
+    write_root_record(root, {"suite": "mini"})
     return root
+
+
+def write_root_record(root: Path, config: dict, expected: list[str] | None = None) -> Path:
+    """The suite's root record (as `dwgf seal` writes it) over every record under ``root``; ``expected`` defaults to
+    those records (the miniature has no plan)."""
+    records = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.prov.json") if p.parent.name != "run")
+    rec = Recorder(SEAL_STEP, root, config)
+    rec.extra["expected"] = sorted({*(records if expected is None else expected), ROOT_RECORD})
+    rec.write(root / ROOT_RECORD, outputs=[], inputs=[root / p for p in records])
+    return root / ROOT_RECORD
 
 
 @pytest.fixture
@@ -176,7 +188,7 @@ def flip_byte(path: Path, offset: int = 100) -> None:
 def test_clean_results_verify(results):
     report = verify_results(results)
     assert report.ok, report.format()
-    assert report.n_records == 8
+    assert report.n_records == 9  # 8 job records + the root record (run/root.prov.json)
     assert report.suite == "mini"
     assert report.repair_commands() == []
 
@@ -453,6 +465,7 @@ def test_smoke_run_verifies_and_records_every_job(smoke, smoke_plan):
         "tables": 1,
         "plots": len(plan.ablations),
         "qualitative": len(plan.tasks),
+        "seal": 1,  # the suite's root record, run/root.prov.json
     }
     for entry in index.records.values():  # the issue's provenance fields, in every record
         record = entry.record

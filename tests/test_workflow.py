@@ -299,6 +299,7 @@ def expected_paper_counts(suite: dict) -> dict[str, int]:
         "tables": 1,
         "plot_ablation": len(suite["ablations"]),
         "qualitative": len(tasks),
+        "seal": 1,  # the root record run/root.prov.json (dwgf/audit/root.py)
         "all": 1,
     }
 
@@ -472,17 +473,18 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path):
 
 
 # -- the smoke suite end to end ---------------------------------------------------------------------------------
-def rows_per_image(n_particles: int) -> int:
+def rows_per_image(n_particles: int, runtime: bool = False) -> int:
     """psnr/standard, ssim, psnr/repo, lpips_alex/standard, lpips_alex/repo for N particles + the particle mean,
-    2 diversity rows, runtime + peak memory, 3 exact-posterior metrics in 2 spaces."""
-    return 5 * (n_particles + 1) + 2 + 2 + 6
+    2 diversity rows, 3 exact-posterior metrics in 2 spaces (metrics.parquet); ``runtime``: the 2 rows per image
+    of runtime.parquet instead (runtime + peak memory, kept out of metrics.parquet)."""
+    return 2 if runtime else 5 * (n_particles + 1) + 2 + 6
 
 
-def expected_smoke_rows() -> int:
+def expected_smoke_rows(runtime: bool = False) -> int:
     n_ids = len(SMOKE["data"]["ids"])
     total = 0
     for settings in SMOKE["methods"].values():
-        total += len(SMOKE["tasks"]) * n_ids * rows_per_image(settings["n_particles"])
+        total += len(SMOKE["tasks"]) * n_ids * rows_per_image(settings["n_particles"], runtime)
     for ablation in SMOKE["ablations"].values():
         main = SMOKE["methods"][ablation["method"]]
         main_value = main.get(ablation["parameter"], (main.get("hyper") or {}).get(ablation["parameter"]))
@@ -490,7 +492,7 @@ def expected_smoke_rows() -> int:
             if main_value is not None and float(value) == float(main_value):
                 continue
             n = int(value) if ablation["parameter"] == "n_particles" else main["n_particles"]
-            total += len(ablation["tasks"]) * ablation["images"] * rows_per_image(n)
+            total += len(ablation["tasks"]) * ablation["images"] * rows_per_image(n, runtime)
     return total
 
 
@@ -524,6 +526,12 @@ def test_smoke_metrics_parquet(smoke):
     assert 2 <= n_reference <= 2 * 8 and stats["feats"].shape == (n_reference, 2048)
     assert set(sets["reference"]) == {f"gt:smoke:{len(SMOKE['data']['ids'])}", f"ref:bundled-crops:{n_reference}"}
     assert str(stats["network"]) == sets["network"].iloc[0]
+    # run measurements (seconds, memory, device) live in their own table, so metrics.parquet is reproducible
+    runtime = read_metrics(smoke / "results" / "smoke" / "runtime.parquet")
+    assert len(runtime) == expected_smoke_rows(runtime=True)
+    assert set(runtime["metric"]) == {"runtime_s", "peak_memory_bytes"} and not set(df["metric"]) & set(
+        runtime["metric"]
+    )
 
 
 @pytest.mark.slow

@@ -31,6 +31,8 @@ from dwgf.provenance import RECORD_SUFFIX, SCHEMA
 #: Folders of a results directory that no record covers by design (Snakemake logs and benchmark TSVs, and the
 #: output of ``dwgf verify`` itself).
 UNRECORDED_DIRS = ("logs", "benchmarks", "audit")
+#: Files that describe a run rather than its results (dwgf.suite_run): the lock and the latest invocation.
+UNRECORDED_FILES = (".dwgf.lock", "run/invocation.json")
 #: Schema of the per-image solve records that a solve shard record indexes.
 SOLVE_IMAGE_SCHEMA = "dwgf.solve_image/1"
 PRIOR_STEPS = ("fit-prior", "acquire-weights")
@@ -89,7 +91,8 @@ class ResultsIndex:
 
     # -- files -------------------------------------------------------------------------------------------------
     def walk(self) -> Iterator[str]:
-        """Every regular file under the root (relative POSIX paths, sorted), except :data:`UNRECORDED_DIRS`."""
+        """Every regular file under the root (relative POSIX paths, sorted), except :data:`UNRECORDED_DIRS` and
+        :data:`UNRECORDED_FILES`."""
         found = []
         for directory, subdirs, files in os.walk(self.root):
             relative_dir = Path(directory).relative_to(self.root)
@@ -97,7 +100,7 @@ class ResultsIndex:
                 subdirs[:] = [d for d in subdirs if d not in UNRECORDED_DIRS]
             subdirs.sort()
             found += [(relative_dir / name).as_posix() for name in files]
-        return iter(sorted(found))
+        return iter(sorted(p for p in found if p not in UNRECORDED_FILES))
 
     def resolve(self, relative: str) -> Path:
         path = Path(relative)

@@ -25,6 +25,19 @@ Checks (each failure is a :class:`Problem` naming the file):
 Per-image solve records (schema ``dwgf.solve_image/1``) are checked too: their particle files must still hash to
 the values stored when the image was solved.
 
+Against the plan. A folder is a suite's results when it holds the root record ``run/root.prov.json``
+(:mod:`dwgf.audit.root`) or, for a run that never finished, the invocation record ``run/invocation.json``
+(:mod:`dwgf.suite_run`); anything else is refused with one line (:class:`dwgf.errors.DwgfError`). The suite config
+recorded there rebuilds the plan (:class:`dwgf.pipeline.plan.Plan`), which lists every artifact the suite must
+have (:func:`dwgf.audit.root.expected_artifacts`); each absent one is ``missing``. Records are protected as
+wholes: every consumer stores the sha256 of the records it read, up to the root record, so an edited record is
+``stale`` at its consumer even when its own stored hashes were edited to match. Its repair then forces the job
+that *wrote* the edited record (re-running only the consumer would sign the forgery).
+
+``recompute``: the per-image metrics of K randomly chosen solved images (seeded) are recomputed from the
+particle files and the ground truth (:mod:`dwgf.audit.recompute`) and compared with their Parquet rows, which
+catches a forged value whose hashes were all updated consistently (``recomputed`` problems).
+
 Repair. Snakemake decides what to re-run from modification times, params and code, not from file contents, so a
 flipped byte or an edited row goes unnoticed by a plain ``snakemake`` call. Every problem therefore names the
 Snakemake target of the job that writes the broken file (the record, for steps whose record is the rule's
@@ -51,7 +64,7 @@ LINK_COLUMNS = ("method", "task", "variant", "image_id", "particle", "observatio
 #: reference-stats the record is declared beside stats.npz, while its images are not Snakemake outputs).
 MARKER_STEPS = ("acquire-images", "fit-prior", "acquire-weights", "observe", "solve", "reference-stats")
 EXAMPLE_COLUMNS = ("method", "task", "variant", "image_id", "particle", "sample_policy", "metric", "protocol", "value")
-KINDS = ("missing", "modified", "stale", "unexpected", "bad-record", "stale-rows", "unlinked-rows")
+KINDS = ("missing", "modified", "stale", "unexpected", "bad-record", "stale-rows", "unlinked-rows", "recomputed")
 
 
 @dataclass(frozen=True)
@@ -80,6 +93,10 @@ class VerifyReport:
     n_records: int = 0
     n_files: int = 0
     suite: str | None = None
+    #: the Snakemake invocation the repair replays (root record, else run/invocation.json), or None.
+    invocation: dict[str, Any] | None = None
+    n_expected: int = 0
+    n_recomputed: int = 0
 
     @property
     def ok(self) -> bool:
@@ -94,9 +111,19 @@ class VerifyReport:
     def repair_commands(self) -> list[str]:
         """Shell commands that repair every problem found (to be run one after the other in one shell).
 
-        The workflow's working directory is the folder above ``<results>/<suite>``; when it holds no Snakefile
-        (or config.yaml), those of the checkout this package is installed from are named explicitly.
+        With a recorded invocation: ``rm`` of the stray files (all inside this suite's folder), then one command
+        that replays the invocation (:func:`dwgf.suite_run.replay_command`: its working directory, Snakefile,
+        ``--configfile``s, ``--config`` overrides, cores and profiles) with the jobs writing the broken files
+        forced, then ``dwgf verify`` again. A folder copied or moved since the run is repaired in place: the
+        replay runs from the folder's own working directory (relative ``results``) or names the folder with
+        ``--config results=...`` (absolute ``results``).
+
+        Without one (folders made before invocations were recorded): the workflow's working directory is taken
+        to be the folder above ``<results>/<suite>``, and when it holds no Snakefile (or config.yaml), those of
+        the checkout this package is installed from are named explicitly.
         """
+        if self.invocation is not None:
+            return self._replay_commands()
         workdir, results = self.root.parent.parent, self.root.parent.name
         commands = [] if _same(workdir, Path.cwd()) else [f"cd {shlex.quote(str(workdir))}"]
         commands += [f"rm {shlex.quote(_from_workdir(self.root, r, workdir))}" for r in self.removals()]
@@ -115,8 +142,36 @@ class VerifyReport:
         commands.append(f"dwgf verify {shlex.quote(_from_workdir(self.root, '.', workdir))}")
         return commands
 
+    def _replay_commands(self) -> list[str]:
+        from dwgf.suite_run import replay_command
+
+        record = dict(self.invocation)
+        config = record["config"]
+        results, suite = config["results"], config["suite"]
+        here = self.root.resolve()
+        workdir = Path(record["cwd"])
+        args = list(record.get("config_args") or [])
+        if not _same(Path(record.get("results") or ""), here):  # copied or moved since the run
+            relative = Path(results)
+            if not relative.is_absolute() and here.parts[-len(relative.parts) - 1 :] == (*relative.parts, suite):
+                workdir = Path(*here.parts[: -len(relative.parts) - 1])
+            else:
+                args = [a for a in args if not a.startswith("results=")] + [f"results={here.parent}"]
+                record["config_args"] = args
+        record["cwd"] = str(workdir)
+        removals = [f"rm {shlex.quote(str(self.root / r))}" for r in self.removals()]
+        targets = [os.path.relpath(self.root / t, workdir) if not Path(t).is_absolute() else t
+                   for t in self.forcerun_targets()]  # fmt: skip
+        if not (targets or removals):
+            return []
+        return [*removals, replay_command(record, targets), f"dwgf verify {shlex.quote(str(self.root))}"]
+
     def format(self) -> str:
         lines = [f"dwgf verify {self.root}: {self.n_records} records, {self.n_files} files checked"]
+        if self.n_expected:
+            lines[0] += f", {self.n_expected} artifacts of the plan expected"
+        if self.n_recomputed:
+            lines[0] += f", metrics of {self.n_recomputed} image(s) recomputed"
         for kind in KINDS:
             lines += [p.line() for p in self.problems if p.kind == kind]
         lines += [f"note: {n}" for n in self.notes]
@@ -140,15 +195,21 @@ class VerifyReport:
             "n_files": self.n_files,
             "problems": [asdict(p) for p in self.problems],
             "notes": self.notes,
+            "n_expected": self.n_expected,
+            "n_recomputed": self.n_recomputed,
             "repair": self.repair_commands(),
         }
 
 
-def verify_results(root: str | os.PathLike, strict: bool = False) -> VerifyReport:
+def verify_results(
+    root: str | os.PathLike, strict: bool = False, recompute: int | None = None, seed: int = 0
+) -> VerifyReport:
     """Check every record, file and metric row under a suite's results folder (module docstring).
 
     ``strict``: records made from a modified checkout (``code.git_dirty``) or by several commits are problems
-    (``bad-record``) instead of notes.
+    (``bad-record``) instead of notes. ``recompute``: recompute the per-image metrics of that many randomly chosen
+    images (``seed``; ``-1``: all of them) and compare them with the Parquet rows.
+    Raises :class:`~dwgf.errors.DwgfError` when ``root`` is not a suite's results folder.
     """
     index = ResultsIndex.load(root)
     report = VerifyReport(root=index.root, n_records=len(index.records))
@@ -157,6 +218,11 @@ def verify_results(root: str | os.PathLike, strict: bool = False) -> VerifyRepor
     def add(problem: Problem) -> None:
         problems.setdefault((problem.kind, problem.path, problem.record), problem)
 
+    expected, config, report.invocation = _suite_plan(index, add)
+
+    for relative in expected:
+        if index.sha256(relative) is None:
+            add(Problem("missing", relative, "the suite's plan expects this artifact", None, forcerun=relative))
     for entry in index.records.values():
         _check_record(index, entry, add)
     named = set(index.producers) | set(index.records)
@@ -172,14 +238,66 @@ def verify_results(root: str | os.PathLike, strict: bool = False) -> VerifyRepor
             if relative.endswith(".parquet") and index.sha256(relative) is not None:
                 _check_rows(index, entry, relative, add)
         _check_aggregation(index, entry, add)
+    if recompute:
+        from dwgf.audit.recompute import recompute_rows
+
+        workdir = (report.invocation or {}).get("cwd")
+        report.n_recomputed = recompute_rows(index, recompute, seed, add, workdir=workdir)
+    _keep_files_of_forced_jobs(problems)
+    report.n_expected = len(expected)
     report.problems = sorted(problems.values(), key=lambda p: (KINDS.index(p.kind), p.path))
     _code_notes(index, report, strict)
     suites = {(e.config or {}).get("suite") for e in index.records.values() if isinstance(e.config, dict)}
     suites.discard(None)
-    report.suite = next(iter(suites)) if len(suites) == 1 else None
+    report.suite = config["suite"] if config else next(iter(suites)) if len(suites) == 1 else None
     if len(suites) > 1:
         report.notes.append(f"records name several suites {sorted(suites)}; pass one suite's folder")
     return report
+
+
+def _suite_plan(index: ResultsIndex, add) -> tuple[list[str], dict[str, Any] | None, dict[str, Any] | None]:
+    """(artifacts the suite must have, its recorded config, the invocation a repair replays) of ``index.root``.
+
+    From the root record when the run completed, else from ``run/invocation.json``; raises
+    :class:`~dwgf.errors.DwgfError` when there is neither (not a suite's results folder).
+    """
+    from dwgf.audit.root import ROOT_RECORD, SEAL_STEP, expected_artifacts, plan_of
+    from dwgf.errors import DwgfError
+    from dwgf.suite_run import INVOCATION, read_invocation
+
+    invocation = read_invocation(index.root)
+    root_entry = index.records.get(ROOT_RECORD)
+    if root_entry is not None and root_entry.step == SEAL_STEP:
+        config = root_entry.config
+        expected = list(root_entry.extra.get("expected") or [])
+        invocation = root_entry.extra.get("invocation") or invocation
+        if isinstance(config, dict) and "suites" in config:
+            planned = expected_artifacts(plan_of(config))
+            if planned != sorted(expected):
+                detail = f"extra.expected ({len(expected)} artifacts) is not the plan of its config ({len(planned)})"
+                add(Problem("bad-record", ROOT_RECORD, detail, ROOT_RECORD, ROOT_RECORD))
+                expected = sorted(set(planned) | set(expected))
+        return expected, config if isinstance(config, dict) else None, invocation
+    if invocation is not None:
+        return expected_artifacts(plan_of(invocation["config"])), invocation["config"], invocation
+    raise DwgfError(
+        f"not a dwgf suite results folder: {index.root} (neither {ROOT_RECORD} nor {INVOCATION}; pass "
+        f"results/<suite> of a run made with `snakemake --config suite=<suite>`)"
+    )
+
+
+def _keep_files_of_forced_jobs(problems: dict) -> None:
+    """Files beside a lost record are that record's outputs, which the forced job names again: no ``rm`` for them
+    (deleting them would only make the job redo work it can resume, e.g. solved images)."""
+    forced = {
+        str(Path(p.path).parent)
+        for p in problems.values()
+        if p.kind == "missing" and p.path.endswith(RECORD_SUFFIX) and "/" in p.path
+    }
+    for key, problem in list(problems.items()):
+        if problem.remove and any(problem.remove.startswith(folder + "/") for folder in forced):
+            problems[key] = Problem(problem.kind, problem.path, problem.detail + "; rewritten by the forced job",
+                                    problem.record)  # fmt: skip
 
 
 def snakemake_target(entry: RecordEntry) -> str:
@@ -238,15 +356,13 @@ def _check_record(index: ResultsIndex, entry: RecordEntry, add) -> None:
                 )
             )
         elif now != digest:
-            add(
-                Problem(
-                    "stale",
-                    entry.path,
-                    f"was made from {relative} with sha256 {_short(digest)}, which now hashes to {_short(now)}",
-                    entry.path,
-                    target,
-                )
-            )
+            # an input record that changed was edited (or re-made without its consumers): force the job that
+            # writes it, so the repair replaces the record instead of signing it by re-running the consumer only
+            edited = relative.endswith(RECORD_SUFFIX) or relative.endswith(".json")
+            detail = f"was made from {relative} with sha256 {_short(digest)}, which now hashes to {_short(now)}"
+            if edited:
+                detail += " (that record changed after this one was made)"
+            add(Problem("stale", entry.path, detail, entry.path, (edited and producer) or target))
 
 
 def _producer_target(index: ResultsIndex, relative: str) -> str | None:

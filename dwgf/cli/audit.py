@@ -8,8 +8,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+
+from dwgf.pipeline.records import parse_spec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +25,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("results", help="a suite's results folder (results/<suite>)")
     p.add_argument("--json-out", default=None, help="also write the report as JSON to this file (atomically)")
     p.add_argument("--strict", action="store_true", help="records from a dirty checkout or mixed commits fail too")
+    p.add_argument(
+        "--recompute",
+        type=_count,
+        default=0,
+        metavar="K",
+        help="recompute the per-image metrics of K randomly chosen images from the particle files and compare them "
+        "with the Parquet rows ('all': every image; default 0)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the choice of images for --recompute")
     p.set_defaults(func=_verify)
+
+    p = subparsers.add_parser(
+        "seal",
+        help="write the suite's root record (run/root.prov.json) over every artifact of its plan",
+        description="Last job of the workflow: hash every artifact the suite's plan expects into one root record "
+        "(dwgf/audit/root.py); fails naming the missing ones.",
+    )
+    p.add_argument("--spec", required=True, type=parse_spec, help="the resolved suite config (JSON or @file.json)")
+    p.add_argument("--root", required=True, help="results folder of the suite (results/<suite>)")
+    p.add_argument("--out", required=True, help="record to write (run/root.prov.json)")
+    p.set_defaults(func=_seal)
 
     p = subparsers.add_parser(
         "trace",
@@ -42,15 +65,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_trace)
 
 
+def _count(text: str) -> int:
+    if text == "all":
+        return -1
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of images or 'all', got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of images >= 0 or 'all', got {value}")
+    return value
+
+
 def _verify(args: argparse.Namespace) -> int:
     from dwgf.audit.verify import verify_results
     from dwgf.io import atomic_write_json
+    from dwgf.suite_run import SuiteLock, is_suite_folder
 
-    report = verify_results(args.results, strict=args.strict)
+    # a run writing the folder meanwhile would make every check meaningless: verify holds the suite lock too
+    # (inherited when it runs as a job of the workflow, e.g. `snakemake verify`); a folder that is not a suite's
+    # results is refused by verify_results, without leaving a lock file in it
+    lock = SuiteLock(args.results, "dwgf verify") if is_suite_folder(args.results) else contextlib.nullcontext()
+    with lock:
+        report = verify_results(args.results, strict=args.strict, recompute=args.recompute, seed=args.seed)
     print(report.format(), flush=True)
     if args.json_out:
         atomic_write_json(args.json_out, report.to_json())
     return 0 if report.ok else 1
+
+
+def _seal(args: argparse.Namespace) -> int:
+    from dwgf.audit.root import seal
+
+    seal(args.spec, args.root, args.out)
+    return 0
 
 
 def _trace(args: argparse.Namespace) -> int:

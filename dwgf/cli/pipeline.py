@@ -79,10 +79,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set-metrics", required=True, nargs="+", help="set-level metric Parquet files")
     p.add_argument("--out", required=True, help="metrics.parquet to write")
     p.add_argument("--out-set", required=True, help="set_metrics.parquet to write")
+    p.add_argument("--out-runtime", default=None, help="runtime.parquet to write (default: beside --out)")
 
     p = verb("tables", _tables, "paper-style main, ablation and runtime tables (Markdown, LaTeX, HTML)")
     p.add_argument("--metrics", required=True, help="metrics.parquet")
     p.add_argument("--set-metrics", required=True, help="set_metrics.parquet")
+    p.add_argument("--runtime", default=None, help="runtime.parquet (runtime table and solved-image counts)")
     p.add_argument("--out-dir", required=True, help="folder for the tables (results/<suite>/tables)")
 
     p = verb("plots", _plots, "metric vs ablation parameter per method and task, with error bars")
@@ -187,14 +189,14 @@ def _evaluate_batch(args: argparse.Namespace) -> int:
 def _aggregate(args: argparse.Namespace) -> int:
     from dwgf.pipeline.aggregate import aggregate
 
-    aggregate(args.spec, args.root, args.metrics, args.set_metrics, args.out, args.out_set)
+    aggregate(args.spec, args.root, args.metrics, args.set_metrics, args.out, args.out_set, args.out_runtime)
     return 0
 
 
 def _tables(args: argparse.Namespace) -> int:
     from dwgf.reporting.tables import write_tables
 
-    write_tables(args.spec, args.root, args.metrics, args.set_metrics, args.out_dir)
+    write_tables(args.spec, args.root, args.metrics, args.set_metrics, args.out_dir, args.runtime)
     return 0
 
 

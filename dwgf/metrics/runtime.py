@@ -21,6 +21,9 @@ from typing import Any
 from dwgf.metrics.schema import STATUS_OK, RowKeys
 
 RUNTIME_PROTOCOL = "wall_clock"
+#: Metrics that measure the run, not the result: ``dwgf aggregate`` keeps them out of ``metrics.parquet`` (in
+#: ``runtime.parquet``), so two reproductions of a suite give byte-identical metric tables.
+RUN_MEASUREMENTS = ("runtime_s", "peak_memory_bytes")
 MEMORY_PROTOCOL = "ru_maxrss|cuda_max_allocated"
 
 

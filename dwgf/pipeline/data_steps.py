@@ -26,7 +26,7 @@ def acquire_images(spec: dict[str, Any], root: str | os.PathLike, out: str | os.
     ``source.kind: bundled``: the scikit-image crop named by each id (:func:`dwgf.data.bundled.load_crop`), so
     the demo runs offline. ``folder`` / ``archive`` / ``hf_dataset`` / ``lmdb``: FFHQ images by id through
     :func:`dwgf.acquire.acquire_images` (Lanczos-resized to ``image_size`` only when the size differs; its
-    ``manifest.json`` with the sha256 of every original is recorded as an input, and ``extra.download`` says
+    ``manifest.json`` with the sha256 of every original is recorded as an output, and ``extra.download`` says
     what was read from where: for a hub source the endpoint, repo, commit, skipped mirrors and file sha256s).
     A missing id raises naming it.
     """
@@ -35,14 +35,14 @@ def acquire_images(spec: dict[str, Any], root: str | os.PathLike, out: str | os.
     recorder = Recorder("acquire-images", root=root, config=spec, seeds={})
     size, folder = int(spec["image_size"]), suite_path(root, "image_folder")
     outputs, manifest = write_images(spec["source"], list(spec["ids"]), size, folder)
-    inputs = [manifest] if manifest else []
-    if spec["source"].get("lock"):
-        inputs.append(Path(spec["source"]["lock"]))
+    inputs = [Path(spec["source"]["lock"])] if spec["source"].get("lock") else []
     if manifest:
         recorder.extra["source_manifest"] = relative_to_root(manifest, root)
         recorder.extra["download"] = json.loads(Path(manifest).read_text(encoding="utf-8"))["source"]
     recorder.extra["images"] = {image_id: relative_to_root(path, root) for image_id, path in outputs.items()}
-    return recorder.write(out, outputs=list(outputs.values()), inputs=inputs)
+    # the manifest is written by this step (into data/images/), so it is an output: as an input, no record would
+    # name it as an output and `dwgf verify` would call it a stray file
+    return recorder.write(out, outputs=[*outputs.values(), *([manifest] if manifest else [])], inputs=inputs)
 
 
 def write_images(

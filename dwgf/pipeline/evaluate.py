@@ -179,7 +179,7 @@ def evaluate_shard(
     use_posterior = bool(metrics_spec.get("posterior")) and spec["prior_kind"] == "gaussian_mixture"
 
     rows: list[dict[str, Any]] = []
-    inputs = [Path(shard_record), Path(images_record), Path(observations_record)]
+    inputs = [Path(shard_record), Path(images_record), Path(observations_record), Path(prior_record)]
     seeds = {}
     from tqdm.auto import tqdm
 
@@ -261,7 +261,7 @@ def set_metrics(
         stats_path = Path(spec["reference"]["stats"])
         stats = context.reference_stats(stats_path, network.network)
         references.append((stats.name, stats))
-        extra_inputs.append(stats_path)
+        extra_inputs += [stats_path, Path(f"{stats_path}.prov.json")]  # the stats and the record that made them
     rows = []
     for policy in level["policies"]:
         fakes = policy_images(particle_pngs, policy)
@@ -282,7 +282,8 @@ def set_metrics(
                 kid_seed=int(spec["seed"]),
             )
     write_metrics(rows, out)
-    inputs = [Path(p) for p in shard_records] + real_paths + [p for ps in particle_pngs.values() for p in ps]
+    inputs = [Path(p) for p in shard_records] + [Path(images_record)] + real_paths
+    inputs += [p for ps in particle_pngs.values() for p in ps]
     inputs += extra_inputs
     recorder.write(f"{out}.prov.json", outputs=[out], inputs=inputs)
     return {"rows": len(rows)}

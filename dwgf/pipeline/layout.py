@@ -40,6 +40,7 @@ LAYOUT = {
     "reference_stats": "reference/{name}/stats.npz",
     "metrics": "metrics.parquet",
     "set_metrics_all": "set_metrics.parquet",
+    "runtime": "runtime.parquet",
     "aggregate_record": "aggregate.prov.json",
     "tables_folder": "tables",
     "tables_record": "tables/tables.prov.json",

@@ -6,6 +6,10 @@
   ``dwgf.provenance/1``) written **last**, atomically; its ``extra`` section indexes what the step produced
   (image ids -> files). Downstream verbs read that index instead of guessing file names, and ``dwgf verify``
   re-hashes every file it names.
+* A verb that reads another job's output checks it against that job's record first (:func:`recorded_input`):
+  Snakemake re-runs on modification times, so an edited file would otherwise flow silently into every later
+  result. The consumer lists the producer's record among its inputs too, so its own record stores the sha256 of
+  the whole producing record (a chain up to the suite's root record, dwgf/audit/root.py).
 """
 
 from __future__ import annotations
@@ -49,6 +53,29 @@ def read_step_record(path: str | os.PathLike, step: str) -> dict[str, Any]:
     if record.get("step") != step:
         raise ValueError(f"{path}: expected a record of `dwgf {step}`, found one of `dwgf {record.get('step')}`")
     return record
+
+
+def recorded_input(path: str | os.PathLike, record: str | os.PathLike, root: str | os.PathLike) -> list[Path]:
+    """``[path, record]`` (for a step's ``inputs``) after checking that ``path`` still has the sha256 that
+    ``record`` (the provenance record of the job that wrote it) stored; ``ValueError`` otherwise."""
+    from dwgf.io import sha256_file
+    from dwgf.provenance import relative_to_root
+
+    path, record = Path(path), Path(record)
+    if not record.is_file():
+        raise FileNotFoundError(f"{str(record)!r} does not exist; it is the record of the job that wrote {path}")
+    produced = read_record(record)
+    key = relative_to_root(path, root)
+    stored = (produced.get("outputs") or {}).get(key)
+    if stored is None:
+        raise ValueError(f"{record} does not name {key} among its outputs; re-run the job that writes {path}")
+    now = sha256_file(path)
+    if now != stored:
+        raise ValueError(
+            f"{path} was changed after `dwgf {produced.get('step')}` wrote it (sha256 {now[:12]}…, recorded "
+            f"{stored[:12]}…); refusing to use it: `dwgf verify {root}` prints the command that re-makes it"
+        )
+    return [path, record]
 
 
 def resolve(root: str | os.PathLike, relative: str) -> Path:

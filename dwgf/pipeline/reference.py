@@ -76,6 +76,6 @@ def reference_stats(spec: dict[str, Any], root: str | os.PathLike, out: str | os
     recorder.extra.update(
         n_images=len(ids), network=network.network, images={i: relative_to_root(images[i], root) for i in ids}
     )
-    inputs = [manifest] if manifest else []
-    recorder.write(f"{out}.prov.json", outputs=[out, *images.values()], inputs=inputs)
+    # the manifest is written by this step beside the images: an output (dwgf.pipeline.data_steps.acquire_images)
+    recorder.write(f"{out}.prov.json", outputs=[out, *images.values(), *([manifest] if manifest else [])])
     return {"n_images": len(ids), "name": stats.name}

@@ -61,6 +61,8 @@ def plot_ablation(
     import matplotlib.pyplot as plt
 
     from dwgf.metrics.schema import read_metrics
+    from dwgf.pipeline.layout import suite_path
+    from dwgf.pipeline.records import recorded_input
     from dwgf.provenance import Recorder
 
     ablations = {a["name"]: a for a in spec["ablations"]}
@@ -70,11 +72,12 @@ def plot_ablation(
         )
     ablation = ablations[name]
     recorder = Recorder("plots", root=root, config={**spec, "ablation": name}, seeds={})
+    inputs = recorded_input(metrics_path, suite_path(root, "aggregate_record"), root)  # only what aggregate wrote
     fig = ablation_figure(ablation_frame(read_metrics(metrics_path), spec, ablation), spec, ablation)
     with atomic_path(out, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
-    recorder.write(f"{out}.prov.json", outputs=[out], inputs=[metrics_path])
+    recorder.write(f"{out}.prov.json", outputs=[out], inputs=inputs)
     return Path(out)
 
 

@@ -460,17 +460,26 @@ def write_tables(
     metrics_path: str | os.PathLike,
     set_metrics_path: str | os.PathLike,
     out_dir: str | os.PathLike,
+    runtime_path: str | os.PathLike | None = None,
 ) -> list[Path]:
-    from dwgf.metrics.schema import read_metrics
+    """``runtime_path``: ``runtime.parquet`` of ``dwgf aggregate`` (the run measurements kept out of
+    ``metrics.parquet``); its rows join the metric rows for the runtime table and the solved-image counts."""
+    from dwgf.metrics.schema import concat_metrics, read_metrics
+    from dwgf.pipeline.records import recorded_input
     from dwgf.provenance import Recorder
 
     recorder = Recorder("tables", root=root, config=spec, seeds={})
+    aggregate_record = Path(root) / LAYOUT["aggregate_record"]  # the tables show only what `dwgf aggregate` wrote
+    inputs = [*recorded_input(metrics_path, aggregate_record, root), Path(set_metrics_path)]
+    recorded_input(set_metrics_path, aggregate_record, root)
     df, set_df = read_metrics(metrics_path), read_metrics(set_metrics_path)
+    if runtime_path is not None:
+        inputs += recorded_input(runtime_path, aggregate_record, root)[:1]
+        df = concat_metrics([df, read_metrics(runtime_path)])
     written = write_table(main_table(df, set_df, spec), out_dir, "main")
     written += write_table(runtime_table(df, spec), out_dir, "runtime")
     for ablation in spec["ablations"]:
         written += write_table(ablation_table(df, spec, ablation), out_dir, f"ablation-{ablation['name']}")
-    inputs = [metrics_path, set_metrics_path]
     if spec.get("paper_reference"):
         written += write_table(paper_table(df, set_df, spec, load_paper_reported()), out_dir, "paper")
         inputs.append(PAPER_REPORTED)

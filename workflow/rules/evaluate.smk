@@ -106,6 +106,7 @@ rule aggregate:
     output:
         metrics=PLAN.path("metrics"),
         set_metrics=PLAN.path("set_metrics_all"),
+        runtime=PLAN.path("runtime"),
         record=PLAN.path("aggregate_record"),
     params:
         spec=spec(PLAN.base_spec),
@@ -117,4 +118,4 @@ rule aggregate:
     shell:
         "dwgf aggregate --spec {params.spec:q} --root {params.root:q} --metrics {input.metrics:q}"
         " --set-metrics {input.set_metrics:q} --out {output.metrics:q}"
-        " --out-set {output.set_metrics:q} > {log:q} 2>&1"
+        " --out-set {output.set_metrics:q} --out-runtime {output.runtime:q} > {log:q} 2>&1"

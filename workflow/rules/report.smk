@@ -18,6 +18,7 @@ rule tables:
     input:
         metrics=PLAN.path("metrics"),
         set_metrics=PLAN.path("set_metrics_all"),
+        runtime=f"{R}/runtime.parquet",
     output:
         main=report(
             PLAN.path("table_main", ext="html"),
@@ -63,7 +64,7 @@ rule tables:
         PLAN.benchmark("tables", "tables")
     shell:
         "dwgf tables --spec {params.spec:q} --root {params.root:q} --metrics {input.metrics:q}"
-        " --set-metrics {input.set_metrics:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        " --set-metrics {input.set_metrics:q} --runtime {input.runtime:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule plot_ablation:
@@ -119,6 +120,22 @@ rule qualitative:
         " --prior {input.prior:q} --out {output.png:q} > {log:q} 2>&1"
 
 
+# The root record: the hash of every artifact the suite's plan expects (records included), the resolved suite config
+# and the invocation that completed the run (dwgf/audit/root.py). Last job of the default target.
+rule seal:
+    input:
+        PLAN.targets(),
+    output:
+        f"{R}/run/root.prov.json",
+    params:
+        spec=lambda wc: Plan.dumps(suite_config(config)),
+        root=R,
+    log:
+        PLAN.log("seal", "seal"),
+    shell:
+        "dwgf seal --spec {params.spec:q} --root {params.root:q} --out {output:q} > {log:q} 2>&1"
+
+
 # `snakemake -c 2 verify`: build everything, then re-hash the whole suite with `dwgf verify` (dwgf/audit/README.md).
 # It exits non-zero on any broken provenance link; the log names each file and the `snakemake --forcerun` command
 # that repairs it.
@@ -130,10 +147,11 @@ rule verify:
     localrule: True
     input:
         PLAN.targets(),
+        f"{R}/run/root.prov.json",
     params:
         root=R,
         report=PLAN.path("verify"),
     log:
         PLAN.log("verify", "verify"),
     shell:
-        "dwgf verify {params.root:q} --json-out {params.report:q} 2>&1 | tee {log:q}"
+        "dwgf verify {params.root:q} --recompute 2 --json-out {params.report:q} 2>&1 | tee {log:q}"
