@@ -8,26 +8,37 @@
 # Only wiring lives here and in workflow/rules/*.smk: each rule calls one `dwgf` verb with the JSON spec of its
 # job (dwgf.pipeline.plan.Plan); the verbs do the work and write provenance records.
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
+
+
+from pathlib import Path
+
+from dwgf.pipeline.config import read_yaml, validate_config
+
+# Snakemake's own message for a YAML syntax error names neither file nor line: parse first, naming both. (A broken
+# --configfile is read by Snakemake's command line before this file runs: check it with `dwgf plan --config FILE`.)
+if Path("config.yaml").is_file():
+    read_yaml(Path("config.yaml").resolve())
 
 
 configfile: "config.yaml"
 
 
-from pathlib import Path
-
-from dwgf.pipeline.config import validate_config
 from dwgf.pipeline.plan import Plan, WILDCARD_CONSTRAINTS
+from dwgf.pipeline.preflight import check_plan
 
-# Fails before any job with "config key 'suites.<suite>.<...>': <reason>"; Snakemake's validate then checks the
-# same schema again (and would fill in schema defaults if it had any).
+# Fails before any job with "config key 'suites.<suite>.<...>': <reason>". The schema file is completed with the
+# solver and operator registries (dwgf.pipeline.config.full_schema), so it is applied here rather than by
+# snakemake.utils.validate, which would see the file alone.
 validate_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
-validate(config, "workflow/schemas/config.schema.yaml")
 
 PLAN = Plan(config)
-PLAN.check_data()  # a test-bed id missing from data.source stops here, before any job
+# Operator params, hyper-parameters, step counts, bundled ids and (for jobs that run here) the CUDA device, checked
+# now so that `snakemake -n` fails naming the key (dwgf.pipeline.preflight). Cluster jobs re-parse this file on
+# their nodes (not the main process): they skip it.
+check_plan(PLAN, jobs_run_here=workflow.is_main_process and workflow.local_exec)
 
 
 wildcard_constraints:

@@ -37,8 +37,12 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
 
     Use for writers that insist on a file name (``np.savez``, ``PIL.Image.save``, pyarrow):
 
-    >>> with atomic_path("out.npz") as tmp:  # doctest: +SKIP
+    >>> import numpy as np, tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "out.npz"
+    >>> with atomic_path(target) as tmp:
     ...     np.savez(tmp, a=1)
+    >>> [p.name for p in target.parent.iterdir()], int(np.load(target)["a"])
+    (['out.npz'], 1)
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)

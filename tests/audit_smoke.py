@@ -117,7 +117,7 @@ class ResumedRun:
 
 def resumed_workdir(tmp_path_factory, kill_after_shards: int = 3) -> ResumedRun:
     """An independent smoke run, killed after ``kill_after_shards`` solve shard records, then unlocked and resumed
-    with ``--rerun-incomplete`` (docs/workflow.md "Interrupting and resuming"). Made once per session."""
+    with ``--rerun-incomplete`` (workflow/README.md "Interrupting and resuming"). Made once per session."""
     if "resumed" in _RUNS:
         return _RUNS["resumed"]
     if "resumed-error" in _RUNS:  # one failed attempt per session: a second would cost another full run

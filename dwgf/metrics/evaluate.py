@@ -17,8 +17,9 @@ and once per image (particle null): ``diversity_pixel_std``/``standard`` and ``d
 (:mod:`dwgf.metrics.diversity`; null with status ``n_particles<2`` for N = 1). A particle with non-finite values
 gets null rows with status ``non_finite_output`` (the particle-mean too).
 
-Paper protocol reminder (docs/method.md#dwgf, §7.1): the official per-image PSNR/LPIPS is the mean over the 4
-particles (not the particle-mean image, not best-of-N); aggregate with :func:`per_image_particle_average`.
+Paper protocol reminder (docs/method.md#dwgf, docs/protocol.md#evaluation): the official per-image PSNR/LPIPS is
+the mean over the 4 particles (not the particle-mean image, not best-of-N); aggregate with
+:func:`per_image_particle_average`.
 
 Exact-posterior test bed: :func:`posterior_rows` (:mod:`dwgf.metrics.testbed`).
 

@@ -24,7 +24,7 @@ Weights (docs/install.md):
   the plumbing). Its status is :data:`STATUS_TEST_ONLY`, and :func:`dwgf.metrics.schema.write_metrics` refuses
   rows with that status, so such numbers cannot reach a results file.
 
-Protocols (docs/protocol.md#evaluation, §8 item 8):
+Protocols (docs/protocol.md#evaluation, docs/official-code.md item 8):
 
 ``standard``
     Inputs in [-1, 1] as lpips expects: both images clamped and 8-bit quantised (the PNG the workflow stores,

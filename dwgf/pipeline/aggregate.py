@@ -10,8 +10,9 @@ per-shard files hold rows of the suite being aggregated only.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
+
+from dwgf.pipeline.layout import suite_path
 
 SORT_KEYS = [
     "level",
@@ -62,6 +63,6 @@ def aggregate(
     write_metrics(set_metrics, out_set)
     recorder.extra["rows"] = {"metrics": len(metrics), "set_metrics": len(set_metrics)}
     recorder.write(
-        Path(root) / "aggregate.prov.json", outputs=[out, out_set], inputs=[*metric_files, *set_metric_files]
+        suite_path(root, "aggregate_record"), outputs=[out, out_set], inputs=[*metric_files, *set_metric_files]
     )
     return recorder.extra["rows"]

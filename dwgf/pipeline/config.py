@@ -1,11 +1,14 @@
 """Loading and validating the workflow configuration (``config.yaml``).
 
-The same JSON Schema (``workflow/schemas/config.schema.yaml``) is applied by the Snakefile
-(``snakemake.utils.validate``) and here, so ``dwgf`` verbs run by hand see the same errors as the workflow.
-Cross-references that a schema cannot express (the selected suite exists, an ablation names a known task,
-...) are checked by :class:`dwgf.pipeline.plan.Plan`.
+The same JSON Schema is applied by the Snakefile and here (:func:`validate_config`), so ``dwgf`` verbs run by hand
+see the same errors as the workflow. The schema is ``workflow/schemas/config.schema.yaml`` completed by
+:func:`full_schema` with the registries, which are the single source of those facts: the solver names
+(:data:`dwgf.solvers.SOLVER_MODULES`), each solver's hyper-parameters (its ``HYPER`` declaration) and the operator
+names (:func:`dwgf.operators.operator_names`). Cross-references that a schema cannot express (the selected suite
+exists, an ablation names a known task, ...) are checked by :class:`dwgf.pipeline.plan.Plan`.
 
-This module must stay light: the Snakefile imports it at parse time, so it never imports torch.
+Importing this module is light (no torch); :func:`full_schema` imports the solver and operator registries, which
+import torch.
 """
 
 from __future__ import annotations
@@ -46,11 +49,40 @@ def key_path(parts: Any) -> str:
     return text or "<top level>"
 
 
-def validate_config(config: dict[str, Any], schema_path: str | os.PathLike = SCHEMA_PATH) -> None:
-    """Raise :class:`ConfigError` naming the first offending key if ``config`` breaks the schema."""
-    import jsonschema
+def full_schema(schema_path: str | os.PathLike = SCHEMA_PATH) -> dict[str, Any]:
+    """The config schema with the registries filled in: ``methods`` gets one property per registered solver whose
+    ``hyper`` (and ``per_task.<task>.hyper``) is ``$defs.hyper_<solver>`` = that solver's
+    ``HYPER.schema_fragment()``; ``ablation.method`` and ``task.operator`` get the registered names as enums."""
+    from dwgf.operators import operator_names
+    from dwgf.solvers import solver_hyper, solver_names
 
     schema = load_schema(schema_path)
+    defs = schema["$defs"]
+    solvers = solver_names()
+    methods: dict[str, Any] = {}
+    for name in solvers:
+        defs[f"hyper_{name}"] = solver_hyper(name).schema_fragment()
+        hyper_ref = {"$ref": f"#/$defs/hyper_{name}"}
+        methods[name] = {
+            "$ref": "#/$defs/method",
+            "properties": {
+                "hyper": hyper_ref,
+                "per_task": {"additionalProperties": {"properties": {"hyper": hyper_ref}}},
+            },
+        }
+    defs["methods"]["properties"] = methods
+    defs["methods"]["additionalProperties"] = False
+    defs["ablation"]["properties"]["method"] = {**defs["ablation"]["properties"]["method"], "enum": solvers}
+    defs["task"]["properties"]["operator"] = {**defs["task"]["properties"]["operator"], "enum": operator_names()}
+    return schema
+
+
+def validate_config(config: dict[str, Any], schema_path: str | os.PathLike = SCHEMA_PATH) -> None:
+    """Raise :class:`ConfigError` naming the first offending key if ``config`` breaks the schema
+    (:func:`full_schema`)."""
+    import jsonschema
+
+    schema = full_schema(schema_path)
     validator_cls = jsonschema.validators.validator_for(schema)
     validator = validator_cls(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.path))))
@@ -80,13 +112,28 @@ def apply_overrides(config: dict[str, Any], overrides: dict[str, Any] | None) ->
     return config
 
 
+def read_yaml(path: str | os.PathLike) -> Any:
+    """Parse the YAML file ``path``; a syntax error raises :class:`ConfigError` naming ``<file>:<line>:<column>``.
+
+    The Snakefile calls it on ``config.yaml`` before its ``configfile:`` directive, because Snakemake's own message
+    for a broken file names neither file nor line.
+    """
+    with open(path, encoding="utf-8") as handle:
+        try:
+            return yaml.safe_load(handle)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+            problem = " ".join(str(p) for p in (getattr(error, "context", None), getattr(error, "problem", None)) if p)
+            raise ConfigError(f"{where}: YAML syntax error: {problem or error}") from None
+
+
 def load_config(path: str | os.PathLike = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Read ``config.yaml``, apply dotted overrides (``{"suite": "paper"}``) and validate it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} not found; pass the workflow's config.yaml")
-    with open(path, encoding="utf-8") as handle:
-        config = yaml.safe_load(handle)
+    config = read_yaml(path)
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: the config must be a YAML mapping, got {type(config).__name__}")
     config = apply_overrides(config, overrides)

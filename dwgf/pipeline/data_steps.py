@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dwgf.pipeline.images import load_png, save_png
+from dwgf.pipeline.layout import suite_path
 from dwgf.pipeline.records import require
 from dwgf.provenance import Recorder, relative_to_root
 
@@ -30,7 +31,7 @@ def acquire_images(spec: dict[str, Any], root: str | os.PathLike, out: str | os.
     require(spec, "source", "ids", "image_size")
     root = Path(root)
     recorder = Recorder("acquire-images", root=root, config=spec, seeds={})
-    size, folder = int(spec["image_size"]), root / "data" / "images"
+    size, folder = int(spec["image_size"]), suite_path(root, "image_folder")
     outputs, manifest = write_images(spec["source"], list(spec["ids"]), size, folder)
     inputs = [manifest] if manifest else []
     if manifest:

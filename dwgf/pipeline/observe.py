@@ -22,6 +22,7 @@ import numpy as np
 
 from dwgf.pipeline.arrays import save_npz
 from dwgf.pipeline.images import load_png, save_png
+from dwgf.pipeline.layout import suite_path
 from dwgf.pipeline.records import read_step_record, require, resolve
 from dwgf.provenance import Recorder, relative_to_root
 from dwgf.seeding import derive_seed, make_generator
@@ -55,7 +56,7 @@ def observe(
     operator_json = json.dumps({"name": operator.name, "params": operator.params()}, sort_keys=True)
     seeds = {image_id: derive_seed(spec["seed"], "observe", task["name"], image_id) for image_id in spec["ids"]}
     recorder = Recorder("observe", root=root, config=spec, seeds=seeds)
-    folder = root / "observations" / task["name"]
+    folder = suite_path(root, "observation_folder", task=task["name"])
     index, outputs, inputs = {}, [], [Path(images_record)]
     from tqdm.auto import tqdm
 

@@ -1,4 +1,4 @@
-"""Stable Diffusion 2.1-base as a :class:`~dwgf.priors.base.LatentPrior` (docs/method.md#dwgf, §3.2).
+"""Stable Diffusion 2.1-base as a :class:`~dwgf.priors.base.LatentPrior` (docs/method.md#components).
 
 What the official DWGF code uses, and what this class provides:
 

@@ -22,12 +22,13 @@ import html
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pandas as pd
 
 from dwgf.io import atomic_write_text
+from dwgf.pipeline.layout import LAYOUT
 from dwgf.reporting.summary import ABLATION_COLUMNS, MAIN_COLUMNS, MetricColumn, per_image, select, summarise
 
 MAIN = "main"
@@ -487,5 +488,6 @@ def write_tables(
     if spec.get("paper_reference"):
         written += write_table(paper_table(df, set_df, spec, load_paper_reported()), out_dir, "paper")
         inputs.append(PAPER_REPORTED)
-    recorder.write(Path(out_dir) / "tables.prov.json", outputs=written, inputs=inputs)
+    record = Path(out_dir) / PurePosixPath(LAYOUT["tables_record"]).name
+    recorder.write(record, outputs=written, inputs=inputs)
     return written

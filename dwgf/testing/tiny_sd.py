@@ -1,7 +1,7 @@
 """A tiny, random-weight Stable-Diffusion-style diffusers folder, and the real SD-2.1-base architecture.
 
 :func:`build_tiny_sd` writes, with the libraries' own ``save_pretrained``, the same folder layout that
-``Manojb/stable-diffusion-2-1-base`` has (docs/method.md#dwgf, §3.2)::
+``Manojb/stable-diffusion-2-1-base`` has (docs/method.md#components)::
 
     model_index.json
     scheduler/scheduler_config.json          DDIM, SD scaled-linear betas 0.00085 -> 0.012, steps_offset 1, epsilon
@@ -72,7 +72,7 @@ SD21_BASE_VAE_CONFIG: dict[str, Any] = {
     "scaling_factor": 0.18215,
 }
 
-#: Scheduler as DWGF uses it: the repo's PNDM config reloaded as DDIM (docs/method.md#dwgf, §3.2).
+#: Scheduler as DWGF uses it: the repo's PNDM config reloaded as DDIM (docs/method.md#components).
 SD21_BASE_SCHEDULER_CONFIG: dict[str, Any] = {
     "num_train_timesteps": 1000,
     "beta_start": 0.00085,

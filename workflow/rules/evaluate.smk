@@ -106,7 +106,7 @@ rule aggregate:
     output:
         metrics=PLAN.path("metrics"),
         set_metrics=PLAN.path("set_metrics_all"),
-        record=f"{R}/aggregate.prov.json",
+        record=PLAN.path("aggregate_record"),
     params:
         spec=spec(PLAN.base_spec),
         root=R,

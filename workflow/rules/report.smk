@@ -51,12 +51,12 @@ rule tables:
         if PLAN.paper_reference
         else [],
         others=[p for p in PLAN.table_files() if not p.endswith(".html")],
-        record=f"{R}/tables/tables.prov.json",
+        record=PLAN.path("tables_record"),
     params:
         spec=spec(PLAN.report_spec),
         protocol=protocol(),
         root=R,
-        out_dir=f"{R}/tables",
+        out_dir=PLAN.path("tables_folder"),
     log:
         PLAN.log("tables", "tables"),
     benchmark:

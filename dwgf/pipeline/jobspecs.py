@@ -1,0 +1,185 @@
+"""The per-job specs: the resolved JSON each ``dwgf`` verb receives (``--spec``) and stores in its record.
+
+A rule's ``params`` hold exactly the configuration that affects its outputs (Snakemake re-runs a job when they
+change), and every provenance record stores that same subset. :class:`JobSpecs` builds them from a
+:class:`~dwgf.pipeline.variants.Suite` (what runs), a :class:`~dwgf.pipeline.layout.Layout` (where files live)
+and the suite's file lists (:class:`~dwgf.pipeline.targets.SuiteFiles`).
+
+This module never imports torch: it runs at Snakefile parse time.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from dwgf.pipeline.layout import Layout
+from dwgf.pipeline.targets import SuiteFiles
+from dwgf.pipeline.variants import Suite, format_value, resolve_ids
+
+
+class JobSpecs:
+    """Spec builders of one suite; every method returns a JSON-friendly dict (see :meth:`dumps`)."""
+
+    def __init__(self, suite: Suite, layout: Layout, files: SuiteFiles):
+        self.suite = suite
+        self.layout = layout
+        self.files = files
+
+    @staticmethod
+    def dumps(spec: dict[str, Any]) -> str:
+        """Canonical JSON of a spec (stable text, so Snakemake's params trigger sees real changes only)."""
+        return json.dumps(spec, sort_keys=True, separators=(",", ":"))
+
+    def task_spec(self, task: str) -> dict[str, Any]:
+        entry = self.suite.spec["tasks"][task]
+        return {
+            "name": task,
+            "operator": entry["operator"],
+            "params": dict(entry.get("params") or {}),
+            "sigma_y": entry["sigma_y"],
+            "label": entry.get("label", task),
+        }
+
+    def base_spec(self) -> dict[str, Any]:
+        return {"suite": self.suite.suite, "seed": self.suite.spec["seed"], "image_size": self.suite.spec["image_size"]}
+
+    def acquire_spec(self) -> dict[str, Any]:
+        data = self.suite.spec["data"]
+        return {
+            **self.base_spec(),
+            "source": dict(data["source"]),
+            "ids": self.suite.ids,
+        }
+
+    def prior_spec(self) -> dict[str, Any]:
+        prior = dict(self.suite.spec["prior"])
+        device, dtype = self.suite.spec["device"], self.suite.spec["dtype"]
+        spec = {**self.base_spec(), "device": device, "dtype": dtype, "prior": prior}
+        if prior["kind"] == "gaussian_mixture":
+            spec["held_out_ids"] = self.suite.ids  # test crops (and crops overlapping them) are excluded from the fit
+            spec["held_out_source"] = dict(self.suite.spec["data"]["source"])  # bundled crops, or the user's images
+        return spec
+
+    def observe_spec(self, task: str) -> dict[str, Any]:
+        return {**self.base_spec(), "task": self.task_spec(task), "ids": self.suite.ids}
+
+    def solve_spec(self, method: str, task: str, variant: str) -> dict[str, Any]:
+        return {
+            **self.base_spec(),
+            "device": self.suite.spec["device"],
+            "dtype": self.suite.spec["dtype"],
+            "method": method,
+            "variant": variant,
+            "task": self.task_spec(task),
+            **self.suite.settings(method, task, variant),
+        }
+
+    def evaluate_spec(self, method: str, task: str, variant: str) -> dict[str, Any]:
+        # `jobs` only says how the work is split into processes: the specs (hence the records) are the same
+        return {
+            **self.solve_spec(method, task, variant),
+            "metrics": {k: v for k, v in self.suite.spec["metrics"].items() if k not in ("set_level", "jobs")},
+            "prior_kind": self.suite.spec["prior"]["kind"],
+        }
+
+    def set_metrics_spec(self, method: str, task: str, variant: str) -> dict[str, Any]:
+        metrics = self.suite.spec["metrics"]
+        return {
+            **self.base_spec(),
+            "method": method,
+            "variant": variant,
+            "task": task,
+            "n_particles": self.suite.settings(method, task, variant)["n_particles"],
+            "set_level": metrics["set_level"],
+            "fid_network": self.suite.fid_network,
+            "torch_home": self.suite.torch_home,
+            **({"reference": self.files.reference_inputs()} if self.suite.reference else {}),
+        }
+
+    def reference_spec(self) -> dict[str, Any]:
+        """What ``dwgf reference-stats`` needs: where the images come from, which, and the feature network."""
+        ref = self.suite.reference
+        return {
+            **self.base_spec(),
+            "name": ref["name"],
+            "source": dict(ref["source"]),
+            "ids": ref["ids"] if "crops_per_image" in ref["ids"] else resolve_ids(ref["ids"]),
+            "test_ids": self.suite.ids,
+            "fid_network": self.suite.fid_network,
+            "torch_home": self.suite.torch_home,
+        }
+
+    def evaluate_batch_spec(self, task: str) -> dict[str, Any]:
+        """The ``--batch`` of ``dwgf evaluate-batch`` for ``task``: the units the per-shard rules would run."""
+        shards, sets = self.suite.task_units(task)
+        units: list[dict[str, Any]] = [
+            {
+                "step": "evaluate",
+                "spec": self.evaluate_spec(m, task, v),
+                "shard": self.layout.path("shard", method=m, task=task, variant=v, shard=s),
+                "out": self.layout.path("shard_metrics", method=m, task=task, variant=v, shard=s),
+            }
+            for m, v, s in shards
+        ]
+        units += [
+            {
+                "step": "set-metrics",
+                "spec": self.set_metrics_spec(m, task, v),
+                "shards": self.files.shard_records(m, task, v),
+                "out": self.layout.path("set_metrics", method=m, task=task, variant=v),
+            }
+            for m, v in sets
+        ]
+        return {
+            "images": self.layout.path("images_manifest"),
+            "observations": self.layout.path("observations", task=task),
+            "prior": self.layout.path("prior"),
+            "units": units,
+        }
+
+    def metric_weights_spec(self) -> dict[str, Any]:
+        """What ``dwgf acquire-metric-weights`` fetches: the LPIPS backbones and the FID Inception in use."""
+        metrics = self.suite.spec["metrics"]
+        weights = metrics.get("weights") or {}
+        return {
+            **self.base_spec(),
+            "lock": self.suite.spec["prior"].get("lock", "workflow/weights.lock.yaml"),
+            "torch_home": self.suite.torch_home,
+            "source": weights.get("source", "url"),
+            "local_dir": weights.get("local_dir"),
+            "record_unknown": bool(weights.get("record_unknown", False)),
+            "lpips_nets": list((metrics.get("lpips") or {}).get("nets", ["alex"])),
+            "fid_network": self.suite.fid_network,
+        }
+
+    def report_spec(self) -> dict[str, Any]:
+        """Labels and protocol facts the tables and plots print (and that their captions state)."""
+        report = self.suite.spec.get("report") or {}
+        return {
+            **self.base_spec(),
+            "methods": {m: self.suite.spec["methods"][m].get("label", m) for m in self.suite.methods},
+            "tasks": {t: self.task_spec(t) for t in self.suite.tasks},
+            "settings": {m: {t: self.suite.settings(m, t) for t in self.suite.tasks} for m in self.suite.methods},
+            "ablations": [
+                {
+                    "name": a.name,
+                    "method": a.method,
+                    "parameter": a.parameter,
+                    "label": a.label,
+                    "tasks": list(a.tasks),
+                    "images": a.images,
+                    "values": list(a.values),
+                    "variants": {
+                        t: {format_value(v): self.suite.ablation_variant(a, v, t) for v in a.values} for t in a.tasks
+                    },
+                }
+                for a in self.suite.ablations
+            ],
+            "ids": self.suite.ids,
+            "metrics": {k: v for k, v in self.suite.spec["metrics"].items() if k != "jobs"},  # not a result setting
+            "prior": self.suite.spec["prior"]["kind"],
+            "qualitative_ids": self.suite.qualitative_ids(),
+            "qualitative_particles": report.get("qualitative_particles", 2),
+            "paper_reference": self.suite.paper_reference,
+        }
