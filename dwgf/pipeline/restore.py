@@ -1,8 +1,9 @@
 """``dwgf restore IMAGE --task TASK --method METHOD``: one image of your own, solved outside the DAG.
 
 The same steps as the workflow, run on one image in a private results folder ``--out`` (default
-``restore/<image>-<task>-<method>``), with the settings of one suite's task and method (``--suite``; default
-``demo`` for the test bed, ``paper`` for a Stable Diffusion folder):
+``restore/<image>-<task>-<method>``, laid out as :data:`dwgf.pipeline.layout.LAYOUT` says), with the settings of
+one suite's task and method (``--suite``; default ``demo`` for the test bed, ``paper`` for a Stable Diffusion
+folder):
 
 1. ``acquire-images`` (:func:`dwgf.pipeline.data_steps.acquire_images`) from a ``folder`` source holding a copy of
    IMAGE (``input/<id><suffix>``; the id is the file name without extension, other characters than letters,
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from dwgf.io import atomic_path
+from dwgf.pipeline.layout import suite_path
 from dwgf.pipeline.plan import MAIN, Plan
 from dwgf.provenance import Recorder, relative_to_root
 
@@ -112,11 +114,11 @@ def restore(
     inbox.mkdir()
     shutil.copyfile(image, inbox / f"{image_id}{image.suffix.lower()}")
     source = {"kind": "folder", "path": str(inbox.resolve())}
-    images_record = root / "data" / "images.prov.json"
+    images_record = suite_path(root, "images_manifest")
     acquire_images({**plan.acquire_spec(), "source": source, "ids": [image_id]}, root, images_record)
 
     # 2. the prior: the given folder, or the suite's own prior step
-    prior_record = root / "prior" / "prior.prov.json"
+    prior_record = suite_path(root, "prior")
     if prior is not None:
         use_prior(Path(prior), root, prior_record)
     elif plan.spec["prior"]["kind"] == "gaussian_mixture":
@@ -125,11 +127,11 @@ def restore(
         acquire_weights(plan.prior_spec(), root, prior_record)
 
     # 3-4. observe and solve, exactly as the DAG's steps
-    observations_record = root / "observations" / task / "observe.prov.json"
+    observations_record = suite_path(root, "observations", task=task)
     observe({**plan.observe_spec(task), "ids": [image_id]}, root, images_record, observations_record)
     solve_spec = plan.solve_spec(method, task, MAIN)
     solve_spec.update({k: v for k, v in (("n_steps", steps), ("device", device)) if v is not None})
-    shard_record = root / "solve" / method / task / MAIN / "shard-000.prov.json"
+    shard_record = suite_path(root, "shard", method=method, task=task, variant=MAIN, shard="000")
     solve_shard(solve_spec, root, prior_record, observations_record, [image_id], shard_record, progress=progress)
 
     # 5. the grid and its record
