@@ -187,3 +187,23 @@ def test_report_front_page_states_commit_verify_status_and_main_numbers(tmp_path
     assert "stale" in str(page)
     (root / "audit" / "verify.json").write_text(json.dumps({"ok": False, "problems": [{"path": "x"}]}))
     assert "**FAILED**: 1 problem(s)" in str(page)
+
+
+def test_front_page_counts_solves_from_runtime_parquet_when_metrics_parquet_has_none(tmp_path):
+    """Solve outcomes may live in runtime.parquet beside metrics.parquet; the ok column reads them there."""
+    from dwgf.metrics.schema import COLUMNS, write_metrics
+    from dwgf.reporting.front_page import FrontPage
+
+    root = tmp_path / "t"
+    df, set_df = _frames()
+
+    def complete(frame):
+        extra = {"suite": "t", "hyper": "{}", "n_particles": 2}
+        frame = frame.assign(**{k: v for k, v in extra.items() if k not in frame})
+        return frame.assign(**{c: None for c in COLUMNS if c not in frame.columns})[list(COLUMNS)]
+
+    timing = df["metric"] == "runtime_s"
+    write_metrics(complete(df[~timing]), root / "metrics.parquet")
+    write_metrics(complete(df[timing]), root / "runtime.parquet")
+    write_metrics(complete(set_df), root / "set_metrics.parquet")
+    assert "- 1/2\u00a0(1/2 diverged)" in str(FrontPage(str(root), SPEC))

@@ -32,6 +32,9 @@ HEADLINE = {
     "ok": "ok",
 }
 _STD = re.compile(r" ± \S+")
+#: The per-image solve outcomes and timings, when ``dwgf aggregate`` writes them beside ``metrics.parquet``
+#: (the main table's ``ok`` column counts them).
+RUNTIME_FILE = "runtime.parquet"
 
 
 class FrontPage:
@@ -87,13 +90,17 @@ def _verify_status(root: Path) -> str:
 
 
 def _main_numbers(root: Path, spec: dict[str, Any]) -> list[str]:
-    from dwgf.metrics.schema import read_metrics
+    from dwgf.metrics.schema import concat_metrics, read_metrics
     from dwgf.reporting.tables import main_table
 
     metrics, set_metrics = root / "metrics.parquet", root / "set_metrics.parquet"
     if not (metrics.is_file() and set_metrics.is_file()):
         return ["Main numbers: not computed yet (run ``snakemake`` first)."]
-    table = main_table(read_metrics(metrics), read_metrics(set_metrics), spec)
+    df = read_metrics(metrics)
+    runtime = root / RUNTIME_FILE
+    if runtime.is_file():  # solve outcomes and timings, when aggregate keeps them out of metrics.parquet
+        df = concat_metrics([df, read_metrics(runtime)])
+    table = main_table(df, read_metrics(set_metrics), spec)
     lines = [
         "Main numbers: means over images (± std and every column, defined, in the full table under Tables); best "
         "in bold; (n=k/m): from only k of the m planned images; ok: images solved / planned.",
