@@ -70,8 +70,10 @@ def test_complete_tables_have_no_incomplete_note_and_define_every_column():
     spec = {**SPEC, "methods": {"dwgf": "DWGF"}}
     table = main_table(df, set_df[set_df["method"] == "dwgf"], spec)
     assert not any("(n=k/m)" in note for note in table.notes)
-    columns = next(note for note in table.notes if note.startswith("Columns: "))
-    assert "PSNR: PSNR (dB) against the ground truth" in columns and "KID: KID" in columns and "ok: " in columns
+    columns = dict(table.definitions)
+    assert list(columns) == ["PSNR", "KID", "ok"] and columns["PSNR"].startswith("PSNR (dB) against the ground truth")
+    assert "- **PSNR**: PSNR (dB)" in render_markdown(table) and "<li><b>ok</b>: images" in render_html(table)
+    assert "Columns: PSNR: PSNR (dB)" in render_latex(table)
 
 
 def test_spread_ratio_column_is_defined_in_the_caption():
@@ -79,8 +81,8 @@ def test_spread_ratio_column_is_defined_in_the_caption():
     rows += [_image_row("dwgf", i, "runtime_s", 1.0, None, "ok", "wall_clock") for i in IDS]
     table = main_table(pd.DataFrame(rows), pd.DataFrame(columns=list(rows[0])), {**SPEC, "methods": {"dwgf": "DWGF"}})
     assert table.columns == ["Spread / exact", "ok"]
-    columns = next(note for note in table.notes if note.startswith("Columns: "))
-    assert "Spread / exact: " in columns and "exact posterior std" in columns and "1 = calibrated" in columns
+    columns = dict(table.definitions)
+    assert "exact posterior std" in columns["Spread / exact"] and "1 = calibrated" in columns["Spread / exact"]
 
 
 def test_ablation_plot_puts_the_spread_ratio_on_a_log_axis_with_a_line_at_one():
@@ -178,9 +180,30 @@ def test_report_front_page_states_commit_verify_status_and_main_numbers(tmp_path
     text = str(page)
     assert "**passed** (3 records, 9 files re-hashed)" in text and "stale" not in text
     assert "(the commit that made the tables)" in text
-    assert ".. list-table:: SR x8" in text and "- 5.17 (n=1/2)" in text and "- 1/2 (1/2 diverged)" in text
+    assert "     - 4.50\n" in text  # means only: the std is in the full table
+    assert ".. list-table:: SR x8" in text and "- 5.17\u00a0(n=1/2)" in text and "- 1/2\u00a0(1/2 diverged)" in text
     old = (root / "tables" / "tables.prov.json").stat().st_mtime - 60
     os.utime(root / "audit" / "verify.json", (old, old))  # verified before the tables were rewritten
     assert "stale" in str(page)
     (root / "audit" / "verify.json").write_text(json.dumps({"ok": False, "problems": [{"path": "x"}]}))
     assert "**FAILED**: 1 problem(s)" in str(page)
+
+
+def test_front_page_counts_solves_from_runtime_parquet_when_metrics_parquet_has_none(tmp_path):
+    """Solve outcomes may live in runtime.parquet beside metrics.parquet; the ok column reads them there."""
+    from dwgf.metrics.schema import COLUMNS, write_metrics
+    from dwgf.reporting.front_page import FrontPage
+
+    root = tmp_path / "t"
+    df, set_df = _frames()
+
+    def complete(frame):
+        extra = {"suite": "t", "hyper": "{}", "n_particles": 2}
+        frame = frame.assign(**{k: v for k, v in extra.items() if k not in frame})
+        return frame.assign(**{c: None for c in COLUMNS if c not in frame.columns})[list(COLUMNS)]
+
+    timing = df["metric"] == "runtime_s"
+    write_metrics(complete(df[~timing]), root / "metrics.parquet")
+    write_metrics(complete(df[timing]), root / "runtime.parquet")
+    write_metrics(complete(set_df), root / "set_metrics.parquet")
+    assert "- 1/2\u00a0(1/2 diverged)" in str(FrontPage(str(root), SPEC))

@@ -1,8 +1,9 @@
 """``dwgf restore IMAGE --task TASK --method METHOD``: one image of your own, solved outside the DAG.
 
 The same steps as the workflow, run on one image in a private results folder ``--out`` (default
-``restore/<image>-<task>-<method>``), with the settings of one suite's task and method (``--suite``; default
-``demo`` for the test bed, ``paper`` for a Stable Diffusion folder):
+``restore/<image>-<task>-<method>``, laid out as :data:`dwgf.pipeline.layout.LAYOUT` says), with the settings of
+one suite's task and method (``--suite``; default ``demo`` for the test bed, ``paper`` for a Stable Diffusion
+folder):
 
 1. ``acquire-images`` (:func:`dwgf.pipeline.data_steps.acquire_images`) from a ``folder`` source holding a copy of
    IMAGE (``input/<id><suffix>``; the id is the file name without extension, other characters than letters,

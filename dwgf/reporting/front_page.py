@@ -11,17 +11,30 @@ config; the rule file ``workflow/rules/report.smk`` therefore puts a :class:`Fro
   or "not verified" when it is absent, or "stale" when the tables were rewritten after it;
 * **main numbers**: the headline columns of the main table (:func:`dwgf.reporting.tables.main_table`, the same
   function and the same planned images as ``tables/main.*``, incomplete cells marked the same way), one small
-  table per task.
+  table per task, means only (the std is in the full table; the report's description column is narrow).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
-#: Main-table columns the first page shows (when the table has them), in this order.
-HEADLINE = ("PSNR ↑", "LPIPS-alex ↓", "PSNR vs exact post. mean ↑", "Spread / exact", "FID ↓", "KID ↓", "ok")
+#: Main-table columns the first page shows (when the table has them), in this order, with their short headers.
+HEADLINE = {
+    "PSNR ↑": "PSNR ↑",
+    "LPIPS-alex ↓": "LPIPS ↓",
+    "PSNR vs exact post. mean ↑": "vs exact mean ↑",
+    "Spread / exact": "spread / exact",
+    "FID ↓": "FID ↓",
+    "KID ↓": "KID ↓",
+    "ok": "ok",
+}
+_STD = re.compile(r" ± \S+")
+#: The per-image solve outcomes and timings, when ``dwgf aggregate`` writes them beside ``metrics.parquet``
+#: (the main table's ``ok`` column counts them).
+RUNTIME_FILE = "runtime.parquet"
 
 
 class FrontPage:
@@ -77,16 +90,20 @@ def _verify_status(root: Path) -> str:
 
 
 def _main_numbers(root: Path, spec: dict[str, Any]) -> list[str]:
-    from dwgf.metrics.schema import read_metrics
+    from dwgf.metrics.schema import concat_metrics, read_metrics
     from dwgf.reporting.tables import main_table
 
     metrics, set_metrics = root / "metrics.parquet", root / "set_metrics.parquet"
     if not (metrics.is_file() and set_metrics.is_file()):
         return ["Main numbers: not computed yet (run ``snakemake`` first)."]
-    table = main_table(read_metrics(metrics), read_metrics(set_metrics), spec)
+    df = read_metrics(metrics)
+    runtime = root / RUNTIME_FILE
+    if runtime.is_file():  # solve outcomes and timings, when aggregate keeps them out of metrics.parquet
+        df = concat_metrics([df, read_metrics(runtime)])
+    table = main_table(df, read_metrics(set_metrics), spec)
     lines = [
-        "Main numbers (mean ± std over images; best in bold; (n=k/m): only k of the m planned images; the full "
-        "table with every column defined is under Tables):",
+        "Main numbers: means over images (± std and every column, defined, in the full table under Tables); best "
+        "in bold; (n=k/m): from only k of the m planned images; ok: images solved / planned.",
         "",
     ]
     start = 0
@@ -94,11 +111,13 @@ def _main_numbers(root: Path, spec: dict[str, Any]) -> list[str]:
         headers = table.columns[start : start + span]
         keep = [i for h in HEADLINE for i, c in enumerate(headers) if c == h]
         lines += [f".. list-table:: {label}", "   :header-rows: 1", "", "   * - Method"]
-        lines += [f"     - {headers[i]}" for i in keep]
+        lines += [f"     - {HEADLINE[headers[i]]}" for i in keep]
         for method, cells in table.rows:
             row = cells[start : start + span]
             lines.append(f"   * - {method}")
-            lines += [f"     - {'**' + row[i].text + '**' if row[i].bold else row[i].text}" for i in keep]
+            for i in keep:
+                text = _STD.sub("", row[i].text).replace(" (", "\u00a0(")  # keep "5.17 (n=1/2)" on one line
+                lines.append(f"     - {'**' + text + '**' if row[i].bold else text}")
         lines.append("")
         start += span
     return lines

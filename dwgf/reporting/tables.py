@@ -53,6 +53,7 @@ class Table:
     columns: list[str]
     rows: list[tuple[str, list[Cell]]]
     notes: list[str] = field(default_factory=list)
+    definitions: list[tuple[str, str]] = field(default_factory=list)  # (column, what it is): the caption's list
 
 
 # -- rendering -----------------------------------------------------------------------------------------------
@@ -62,7 +63,11 @@ def render_markdown(table: Table) -> str:
     for label, cells in table.rows:
         texts = [f"**{c.text}**" if c.bold else c.text for c in cells]
         lines.append("| " + " | ".join([label, *texts]) + " |")
-    for note in table.notes:  # one paragraph each
+    for note in table.notes[:1]:  # one paragraph each, the column definitions after the first
+        lines += ["", note]
+    if table.definitions:
+        lines += ["", "Columns:", ""] + [f"- **{label}**: {text}" for label, text in table.definitions]
+    for note in table.notes[1:]:
         lines += ["", note]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -99,8 +104,10 @@ def render_latex(table: Table) -> str:
         texts = [f"\\textbf{{{_latex_escape(c.text)}}}" if c.bold else _latex_escape(c.text) for c in cells]
         lines.append(" & ".join([_latex_escape(label), *texts]) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}}"]
-    if table.notes:
-        lines.append("\\par\\footnotesize " + _latex_escape(" ".join(table.notes)))
+    if table.notes or table.definitions:
+        columns = "Columns: " + "; ".join(f"{label}: {text}" for label, text in table.definitions) + "."
+        texts = [*table.notes[:1], *([columns] if table.definitions else []), *table.notes[1:]]
+        lines.append("\\par\\footnotesize " + _latex_escape(" ".join(texts)))
     lines += ["\\end{table}", ""]
     return "\n".join(lines)
 
@@ -114,13 +121,18 @@ def render_html(table: Table) -> str:
     for label, cells in table.rows:
         tds = "".join(_html_cell(c, i in starts) for i, c in enumerate(cells))
         body.append(f"<tr><th>{esc(label)}</th>{tds}</tr>")
-    notes = "".join(f"<p>{esc(note)}</p>" for note in table.notes)
+    notes = "".join(f"<p>{esc(note)}</p>" for note in table.notes[:1])
+    if table.definitions:
+        items = "".join(f"<li><b>{esc(label)}</b>: {esc(text)}</li>" for label, text in table.definitions)
+        notes += f"<p>Columns:</p><ul>{items}</ul>"
+    notes += "".join(f"<p>{esc(note)}</p>" for note in table.notes[1:])
     return (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>'
         f"{esc(table.title)}</title><style>table{{border-collapse:collapse;font-family:sans-serif}}"
-        "th,td{padding:3px 8px;text-align:center}thead tr:last-child th{border-bottom:1px solid #000}"
+        "th,td{padding:3px 8px;text-align:center}td{white-space:nowrap}"
+        "thead tr:last-child th{border-bottom:1px solid #000}"
         "table{border-top:2px solid #000;border-bottom:2px solid #000}td.incomplete{color:#a00;font-style:italic}"
-        ".group{border-left:1px solid #888}p{font-family:sans-serif;font-size:90%;max-width:70em}"
+        ".group{border-left:1px solid #888}p,ul{font-family:sans-serif;font-size:90%;max-width:70em}"
         "</style></head><body>"
         f"<h3>{esc(table.title)}</h3><table><thead><tr><th></th>{top}</tr><tr><th>{esc(table.stub)}</th>{second}"
         f"</tr></thead><tbody>{''.join(body)}</tbody></table>{notes}</body></html>\n"
@@ -275,15 +287,16 @@ def main_table(df: pd.DataFrame, set_df: pd.DataFrame, spec: dict[str, Any]) -> 
         f"Suite {spec['suite']}, {planned} images at {spec['image_size']} px. Mean ± std over images of the "
         "per-image value (mean over the image's particles); best per task and metric in bold (↑ higher is better, "
         "↓ lower); n/a = not computable (see the status column of metrics.parquet).",
-        "Columns: " + "; ".join(f"{c.label}: {c.definition}" for c in shown) + "; ok: images whose solve finished "
-        f"without error or divergence / the {planned} planned (diverged images keep their last finite state and "
-        "count in the means as results; the others failed and have no particles).",
         *([INCOMPLETE_NOTE] if any_incomplete else []),
         *_reference_note(set_df),
         _settings_note(spec),
     ]
+    definitions = [(c.label, c.definition) for c in shown]
+    definitions.append(("ok", f"images whose solve finished without error or divergence / the {planned} planned; "
+                        "diverged images keep their last finite state and count in the means as results, the others "
+                        "failed and have no particles"))  # fmt: skip
     rows = [(spec["methods"][m], cells[m]) for m in methods]
-    return Table("Main results", "Method", groups, headers, rows, notes)
+    return Table("Main results", "Method", groups, headers, rows, notes, definitions)
 
 
 def _reference_note(set_df: pd.DataFrame) -> list[str]:
@@ -334,11 +347,12 @@ def ablation_table(df: pd.DataFrame, spec: dict[str, Any], ablation: dict[str, A
     notes = [
         f"{method_label} with {ablation['parameter']} varied (other settings as in the main table) on the first "
         f"{len(ids)} images; mean ± std over images of the per-image (particle-averaged) value; best in bold.",
-        "Columns: " + "; ".join(f"{c.label}: {c.definition}" for c in shown) + ".",
         *([INCOMPLETE_NOTE] if any_incomplete else []),
     ]
     rows = [(f"{ablation['label']} = {v}", cells[v]) for v in values_text]
-    return Table(f"Ablation: {method_label}, {ablation['label']}", ablation["label"], groups, headers, rows, notes)
+    definitions = [(c.label, c.definition) for c in shown]
+    title = f"Ablation: {method_label}, {ablation['label']}"
+    return Table(title, ablation["label"], groups, headers, rows, notes, definitions)
 
 
 def runtime_table(df: pd.DataFrame, spec: dict[str, Any]) -> Table:
