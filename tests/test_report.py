@@ -131,7 +131,7 @@ def test_snakemake_report_renders_in_headless_chromium(report_html, tmp_path):
     dom, _ = _view(
         report_html, tmp_path, "report-main-caption", [("text", "Tables", 0), ("icon", "information-circle", 2)]
     )
-    for fact in ("Main table", "box_inpainting", "sigma_y = 0.001", "N = 2, 6 steps"):
+    for fact in ("Main table", "box_inpainting", "sigma_y = 0.001", "N = 2 particles, 6 steps"):
         assert fact in dom, fact
 
     dom, grid = _view(report_html, tmp_path, "report-qualitative", [("text", "Qualitative", 0), ("icon", "eye", 0)])
