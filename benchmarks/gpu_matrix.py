@@ -371,6 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-levers", default="", help="levers that also time B > 1 (DWGF only)")
     parser.add_argument("--matmul-size", type=int, default=None, help="default 8192 (cuda) / 512 (cpu)")
     parser.add_argument("--lever-timeout", type=float, default=600, help="seconds per lever worker")
+    parser.add_argument(
+        "--budget-s", type=float, default=None, help="start no lever after this many seconds; the rest are skipped"
+    )
     parser.add_argument("--model-dir", type=Path, default=None, help="load this SD folder instead of building")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--markdown", type=Path, default=None)
@@ -416,7 +419,12 @@ def main(argv: list[str] | None = None) -> int:
             from dwgf.testing.tiny_sd import build_tiny_sd
 
             model_dir = build_tiny_sd(Path(tmp) / "tiny_sd", seed=args.seed, sample_size=args.image_size)
+        began = time.perf_counter()
         for lever in levers:
+            left = None if args.budget_s is None else args.budget_s - (time.perf_counter() - began)
+            if left is not None and left < 15:
+                results[lever] = {"error": f"skipped: --budget-s {args.budget_s} spent before this lever"}
+                continue
             methods = args.all_methods if lever in args.all_methods_levers.split(",") else args.methods
             batches = args.batches if lever in args.batch_levers.split(",") else "1"
             command = [sys.executable, __file__, "--worker", lever, "--methods", methods, "--batches", batches]
@@ -430,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             try:
                 done = subprocess.run(
-                    command, capture_output=True, text=True, timeout=args.lever_timeout,
+                    command, capture_output=True, text=True, timeout=min(args.lever_timeout, left or float("inf")),
                     env={**os.environ, "OMP_NUM_THREADS": str(args.threads)},
                 )  # fmt: skip
                 lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]

@@ -22,6 +22,60 @@ SUITE = "gpu_smoke_cpu"
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))["suites"][SUITE]
 
 
+def test_random_weights_reach_the_solver_with_the_suite_speed_options(tmp_path):
+    # build-random-sd (tiny) -> lock -> acquire-weights (local path) -> prior/stable_diffusion.json -> the prior a
+    # solve job loads, with prior.performance applied and recorded
+    from dwgf.cli import main
+    from dwgf.pipeline.data_steps import acquire_weights
+    from dwgf.pipeline.solve import load_pipeline_prior
+
+    built, lock = tmp_path / "built", tmp_path / "lock.yaml"
+    assert (
+        main(["build-random-sd", "--arch", "tiny", "--image-size", "64", "--out", str(built), "--lock", str(lock)]) == 0
+    )
+    assert not (tmp_path / "built.partial").exists()
+    files = yaml.safe_load(lock.read_text())["model"]["files"]
+    assert len(files) == 12 and all(len(digest) == 64 for digest in files.values())
+    root = tmp_path / "results"
+    prior = {"kind": "stable_diffusion", "lock": str(lock), "dest": str(tmp_path / "dest"), "source": "local",
+             "local_dir": str(built), "performance": {"channels_last": True, "attention": "matmul"}}  # fmt: skip
+    spec = {"suite": "t", "seed": 0, "image_size": 64, "device": "cpu", "dtype": "float32", "prior": prior}
+    record = acquire_weights(spec, root, root / "prior" / "prior.prov.json")
+    assert record["extra"]["prior"]["folder"] == "prior"
+    loaded, _ = load_pipeline_prior(root, root / "prior" / "prior.prov.json", "cpu", "float32")
+    assert loaded.performance.channels_last and loaded.performance.attention == "matmul"
+    assert loaded.describe()["path"] == str((tmp_path / "dest").resolve())
+    # a file that differs from the lock stops the acquisition, naming it
+    (built / "vae" / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="vae/config.json"):
+        acquire_weights(spec, root, root / "prior" / "again.prov.json")
+
+
+def test_random_init_needs_the_local_source(tmp_path):
+    from dwgf.pipeline.config import validate_config
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
+    config["suites"][SUITE]["prior"]["source"] = "hub"
+    with pytest.raises(ValueError, match="prior"):
+        validate_config(config, REPO / "workflow" / "schemas" / "config.schema.yaml")
+
+
+def test_gpu_smoke_has_the_paper_suite_shape():
+    from dwgf.pipeline.plan import Plan
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
+    gpu, paper = config["suites"]["gpu_smoke"], config["suites"]["paper"]
+    assert gpu["image_size"] == paper["image_size"] == 512 and gpu["device"] == "cuda"
+    assert gpu["tasks"] == {k: {**v, "label": gpu["tasks"][k]["label"]} for k, v in paper["tasks"].items()}
+    assert set(gpu["methods"]) == set(paper["methods"])
+    for method, settings in paper["methods"].items():  # the paper's per-task settings, only fewer steps
+        assert gpu["methods"][method].get("per_task") == settings.get("per_task")
+        assert gpu["methods"][method].get("hyper") == settings.get("hyper")
+    assert gpu["prior"]["random_init"] == {"arch": "sd21", "seed": 0}
+    plan = Plan({**config, "suite": "gpu_smoke"})
+    assert len(plan.ids) == 2 and all(image_id.endswith("-r0000-c0000") for image_id in plan.ids)
+
+
 def _snakemake(workdir, *targets):
     command = ["snakemake", "-s", str(REPO / "Snakefile"), "--configfile", str(REPO / "config.yaml"), "-c", "2",
                *targets, "--config", f"suite={SUITE}"]  # fmt: skip
