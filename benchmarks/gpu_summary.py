@@ -73,6 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     lines = ["# GPU checks", "", "| part | exit | seconds | limit |", "|---|---|---|---|"]
     lines += [f"| {p['part']} | {p['exit']} | {p['seconds']} | {p['limit']} |" for p in summary["parts"]]
+    for p in summary["parts"]:  # why a part failed, without unpacking logs.tar.gz
+        log = _read(out / "logs" / f"{p['part']}.txt")
+        if p["exit"] not in ("0", "skipped") and log:
+            lines += [
+                "",
+                f"{p['part']} (exit {p['exit']}), last lines of its log:",
+                "```",
+                *log.splitlines()[-15:],
+                "```",
+            ]
     lines += ["", "## Environment", "", "```", (summary["env"] or "(env part did not run)").strip(), "```", ""]
     lines += ["## Speed-lever matrix (benchmarks/gpu_matrix.py)", ""]
     lines += [_read(out / "matrix.md") or "(no matrix results)", ""]
