@@ -10,6 +10,7 @@ a lock with its sha256s, ``acquire_weights`` checks every file against it (the r
 from __future__ import annotations
 
 import json
+import re
 import resource
 import shutil
 
@@ -117,8 +118,10 @@ def test_gpu_smoke_cpu_dag_runs_every_rule_at_sd21_architecture(tmp_path):
         main = (root / "tables" / "main.md").read_text()
         for method in CONFIG["methods"].values():
             assert sum(line.startswith(f"| {method['label']} |") for line in main.splitlines()) == 1
-        numbers = [float(cell) for line in main.splitlines() if line.startswith("| ")
-                   for cell in line.strip("|").split("|")[1:] if _is_number(cell)]  # fmt: skip
+        rows = [line for line in main.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+        cells = [cell for line in rows for cell in line.strip("|").split("|")[1:]]
+        numbers = [float(x) for cell in cells for x in re.findall(r"-?\d+\.\d+(?:e-?\d+)?", cell)]
+        assert not any(re.search(r"\b(nan|inf)\b", cell, re.IGNORECASE) for cell in cells), rows
         assert numbers and np.isfinite(numbers).all()
         for png in [root / "plots" / "ablation-gamma.png", *(root / "plots").glob("qualitative-*.png")]:
             assert png.stat().st_size > 1000, png
@@ -126,12 +129,3 @@ def test_gpu_smoke_cpu_dag_runs_every_rule_at_sd21_architecture(tmp_path):
         assert report["ok"] is True, verify.stdout[-2000:]  # (a failing verify also exits non-zero: run() raises)
     finally:
         shutil.rmtree(tmp_path / "cache", ignore_errors=True)  # ~5 GB of random weights
-
-
-def _is_number(cell: str) -> bool:
-    text = cell.strip().split(" ")[0].replace("**", "")
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
