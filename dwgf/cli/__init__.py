@@ -29,6 +29,7 @@ VERB_MODULES = [
     "dwgf.cli.compare",  # testbed-compare
     "dwgf.cli.docs",  # hyperparameters
     "dwgf.cli.restore",  # restore: one image of your own, outside the DAG
+    "dwgf.cli.weights",  # build-random-sd
 ]
 
 

@@ -146,11 +146,15 @@ def acquire_weights(spec: dict[str, Any], root: str | os.PathLike, out: str | os
     """Fetch (``source: hub``, pinned revision) or copy (``source: local``, a pre-seeded folder) the Stable
     Diffusion snapshot named by the lock into ``prior.dest`` and check every file's sha256 against the lock
     (:func:`dwgf.acquire.acquire_weights`; a mismatch or a missing file stops here, naming the file and what to
-    place where). The record names the folder for :func:`dwgf.priors.load_prior` and hashes its sha256
-    manifest (re-hashing gigabytes of weights a second time would add nothing); ``extra.download`` copies the
-    manifest's source (hub endpoint, repo, commit, skipped mirrors, offline or not) and each file's sha256 and size.
+    place where). The record hashes the snapshot's sha256 manifest (re-hashing gigabytes of weights a second time
+    would add nothing) and ``prior/stable_diffusion.json``, the folder :func:`dwgf.priors.load_prior` reads: the
+    weights folder and the suite's speed options ``prior.performance`` (:mod:`dwgf.priors.performance`).
+    ``extra.download`` copies the manifest's source (hub endpoint, repo, commit, skipped mirrors, offline or not)
+    and each file's sha256 and size.
     """
     from dwgf import acquire
+    from dwgf.io import atomic_write_json
+    from dwgf.priors.performance import DESCRIPTOR_NAME, DESCRIPTOR_SCHEMA, PerformanceOptions
 
     require(spec, "prior")
     prior = spec["prior"]
@@ -171,10 +175,23 @@ def acquire_weights(spec: dict[str, Any], root: str | os.PathLike, out: str | os
         record_unknown=bool(prior.get("record_unknown", False)),
         allow_unpinned=bool(prior.get("allow_unpinned", False)),
     )
-    recorder.extra["prior"] = {"kind": "stable_diffusion", "folder": str(Path(dest).resolve())}
+    # The solve jobs load prior/stable_diffusion.json: the weights folder plus the suite's speed options, so those
+    # options reach every job through a hashed output of this step (changing them re-runs the solves).
+    performance = PerformanceOptions.from_mapping(prior.get("performance")).as_dict()
+    folder = root / "prior"
+    descriptor = folder / DESCRIPTOR_NAME
+    atomic_write_json(
+        descriptor, {"schema": DESCRIPTOR_SCHEMA, "weights": str(Path(dest).resolve()), "performance": performance}
+    )
+    recorder.extra["prior"] = {
+        "kind": "stable_diffusion",
+        "folder": relative_to_root(folder, root),
+        "weights": str(Path(dest).resolve()),
+        "performance": performance,
+    }
     manifest = json.loads((Path(dest) / acquire.MANIFEST_NAME).read_text(encoding="utf-8"))
     recorder.extra["download"] = {**manifest["source"], "files": manifest["files"]}
-    return recorder.write(out, outputs=[Path(dest) / acquire.MANIFEST_NAME], inputs=[lock_path])
+    return recorder.write(out, outputs=[Path(dest) / acquire.MANIFEST_NAME, descriptor], inputs=[lock_path])
 
 
 def acquire_metric_weights(spec: dict[str, Any], root: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:

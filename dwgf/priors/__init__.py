@@ -12,6 +12,8 @@ def load_prior(spec: str | Path | dict[str, Any], **overrides: Any) -> LatentPri
     """Load a prior from a folder or a config dict.
 
     * a folder holding ``testbed_prior.json`` -> :class:`~dwgf.priors.gaussian_mixture.GaussianMixturePrior`;
+    * a folder holding ``stable_diffusion.json`` (``dwgf acquire-weights``) -> the SD weights it names, with its
+      speed options (:mod:`dwgf.priors.performance`);
     * a folder with diffusers sub-folders (``unet/``, ``vae/``, ``scheduler/``) ->
       :class:`~dwgf.priors.stable_diffusion.StableDiffusionPrior`;
     * a dict ``{"kind": "gaussian_mixture" | "stable_diffusion", ...}`` forwarded to the class's
@@ -35,6 +37,12 @@ def load_prior(spec: str | Path | dict[str, Any], **overrides: Any) -> LatentPri
             f"prior folder {str(path)!r} does not exist; build the test-bed prior with `dwgf fit-prior` or "
             f"fetch Stable Diffusion with `dwgf acquire-weights`"
         )
+    from dwgf.priors.performance import DESCRIPTOR_NAME
+
+    if (path / DESCRIPTOR_NAME).is_file():  # written by `dwgf acquire-weights`: weights folder + speed options
+        from dwgf.priors.stable_diffusion import StableDiffusionPrior
+
+        return StableDiffusionPrior.from_descriptor(path, **overrides)
     if (path / "testbed_prior.json").is_file():
         from dwgf.priors.gaussian_mixture import GaussianMixturePrior
 

@@ -27,12 +27,24 @@ deleted before; docs/weights.md). Fetch weights with ``dwgf acquire-weights`` (:
 Provenance (:meth:`StableDiffusionPrior.describe`): the source, revision, dtypes, scaling factor and, for every
 file the prior reads, its size and sha256. Hashing the ~5 GB of SD weights takes seconds, so it is done lazily
 on the first ``describe()`` call and cached per process, keyed by (path, size, mtime); a file that changes on
-disk is hashed again.
+disk is hashed again. ``describe()`` also records the speed options (:mod:`dwgf.priors.performance`) and, on
+CUDA, the process-wide backend flags in force.
+
+Speed options (``performance=``, config key ``prior.performance``): channels-last memory format, ``torch.compile``
+of the UNet / decoder / encoder, the VAE attention kernel, bf16 autocast with float32 weights, TF32 and the cuDNN
+autotuner; see :mod:`dwgf.priors.performance`. None of them changes the maths, only rounding.
+
+No host synchronisation per call: ``eps`` takes an int timestep from a per-device table of all timesteps built
+once (indexing it with a Python int launches nothing and copies nothing), checks an int's range on the host and
+a CUDA tensor's range with an asynchronous device assertion (``torch._assert_async``), so a solver loop that is
+otherwise sync-free stays so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import operator
 import os
 import re
 from pathlib import Path
@@ -42,6 +54,12 @@ import torch
 
 from dwgf.io import sha256_file
 from dwgf.priors.base import LatentPrior
+from dwgf.priors.performance import (
+    CUDA_ONLY_ATTENTION,
+    DESCRIPTOR_NAME,
+    DESCRIPTOR_SCHEMA,
+    PerformanceOptions,
+)
 
 #: Files the prior reads, relative to the model folder. Weight files are safetensors only.
 REQUIRED_FILES: tuple[str, ...] = (
@@ -71,7 +89,13 @@ FETCH_HINT = (
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
-_SPEC_KEYS = {"path", "repo_id", "revision", "dtype", "device", "local_files_only"}
+_SPEC_KEYS = {"path", "repo_id", "revision", "dtype", "device", "local_files_only", "performance"}
+_SDPA_BACKENDS = {
+    "math": "MATH",
+    "flash": "FLASH_ATTENTION",
+    "efficient": "EFFICIENT_ATTENTION",
+    "cudnn": "CUDNN_ATTENTION",
+}
 
 #: (resolved path, size, mtime_ns) -> sha256, so repeated loads in one process hash each file once.
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
@@ -166,6 +190,7 @@ class StableDiffusionPrior(LatentPrior):
         empty_embedding: torch.Tensor,
         alphas_cumprod: torch.Tensor,
         source: dict[str, Any] | None = None,
+        performance: PerformanceOptions | dict[str, Any] | None = None,
     ):
         for name, module in (("vae", vae), ("unet", unet)):
             module.requires_grad_(False)
@@ -192,6 +217,89 @@ class StableDiffusionPrior(LatentPrior):
         self._alphas_cumprod = alphas_cumprod.detach().to(device="cpu", dtype=torch.float64)
         self.num_train_timesteps = int(self._alphas_cumprod.shape[0])
         self.source = dict(source or {})
+        self._timestep_tables: dict[torch.device, torch.Tensor] = {}
+        self.performance = PerformanceOptions.from_mapping(performance)
+        self._apply_performance()
+
+    # -- speed options ----------------------------------------------------------------------------------
+    def _apply_performance(self) -> None:
+        """Put the modules into the state ``self.performance`` asks for (module docstring; done once)."""
+        options, device = self.performance, self.device
+        if options.attention in CUDA_ONLY_ATTENTION and device.type != "cuda":
+            raise ValueError(
+                f"config key 'prior.performance.attention': {options.attention!r} is an SDPA backend torch has only "
+                f"for CUDA, but the prior is on {device}; use default, math, flash or matmul"
+            )
+        if options.autocast_bf16 and self.dtype != torch.float32:
+            raise ValueError(
+                f"config key 'prior.performance.autocast_bf16' needs the prior in float32 (autocast keeps float32 "
+                f"weights and runs each op in bfloat16), but dtype is {str(self.dtype).removeprefix('torch.')}"
+            )
+        if device.type == "cuda":
+            # Why process-wide: the solvers run the decoder's backward outside the prior's methods, so a flag set
+            # only around our calls would not reach it.
+            if options.tf32 is not None:
+                torch.backends.cuda.matmul.allow_tf32 = options.tf32
+                torch.backends.cudnn.allow_tf32 = options.tf32
+            torch.backends.cudnn.benchmark = options.cudnn_benchmark
+        if options.channels_last:
+            self.unet.to(memory_format=torch.channels_last)
+            self.vae.to(memory_format=torch.channels_last)
+        if options.attention == "matmul":
+            from diffusers.models.attention_processor import AttnProcessor
+
+            self.vae.set_attn_processor(AttnProcessor())
+        compiled = {"unet": self.unet, "decoder": self.vae.decoder, "encoder": self.vae.encoder}
+        for name in options.compile:
+            compiled[name].compile(mode=options.compile_mode)  # in place: parameter names and sharing unchanged
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.performance.channels_last else x
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if not self.performance.autocast_bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def _vae_context(self) -> contextlib.ExitStack:
+        """Autocast (if on) and, for an SDPA backend choice, that backend only, around a VAE forward."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(self._autocast())
+        backend = _SDPA_BACKENDS.get(self.performance.attention)
+        if backend is not None:
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            stack.enter_context(sdpa_kernel([getattr(SDPBackend, backend)]))
+        return stack
+
+    def _timestep_table(self) -> torch.Tensor:
+        """0 .. T-1 as an int64 tensor on the prior's device, built once per device."""
+        device = self.device
+        if device not in self._timestep_tables:
+            self._timestep_tables[device] = torch.arange(self.num_train_timesteps, device=device)
+        return self._timestep_tables[device]
+
+    def _timesteps(self, t: int | torch.Tensor, batch: int) -> torch.Tensor:
+        """(batch,) int64 timesteps on the device without a host synchronisation (module docstring)."""
+        limit = self.num_train_timesteps
+        if not isinstance(t, torch.Tensor):
+            try:
+                index = operator.index(t)
+            except TypeError:
+                raise ValueError(f"t must be an int or an integer tensor of shape ({batch},), got {t!r}") from None
+            if not 0 <= index < limit:
+                raise ValueError(f"t must lie in [0, {limit}), got {[index] * batch}")
+            return self._timestep_table()[index].expand(batch)
+        if t.ndim == 0:
+            t = t.expand(batch)
+        if t.shape != (batch,) or t.dtype.is_floating_point or t.dtype == torch.bool:
+            raise ValueError(f"t must be an int or an integer tensor of shape ({batch},), got {t!r}")
+        if t.device.type == "cpu":
+            if bool(((t < 0) | (t >= limit)).any()):  # a CPU tensor: checking it costs no device sync
+                raise ValueError(f"t must lie in [0, {limit}), got {t.tolist()}")
+            return t.to(device=self.device)
+        torch._assert_async(((t >= 0) & (t < limit)).all(), f"t must lie in [0, {limit})")
+        return t.to(device=self.device)
 
     # -- loading ----------------------------------------------------------------------------------------
     @classmethod
@@ -202,16 +310,19 @@ class StableDiffusionPrior(LatentPrior):
         dtype: str | torch.dtype = "float32",
         device: str | torch.device = "cpu",
         local_files_only: bool | None = None,
+        performance: PerformanceOptions | dict[str, Any] | None = None,
     ) -> StableDiffusionPrior:
         """Load from a local diffusers folder (used as is) or a hub id pinned to a 40-hex ``revision``.
 
         ``dtype`` applies to the UNet and the VAE, except that a float16 VAE whose config asks for
         ``force_upcast`` (SD-2.x does: its decoder overflows in fp16) is kept in float32, as diffusers'
         pipelines do. The text encoder always runs in float32, once. ``local_files_only=None`` follows
-        ``HF_HUB_OFFLINE`` for hub ids; local folders never touch the network.
+        ``HF_HUB_OFFLINE`` for hub ids; local folders never touch the network. ``performance``: speed options
+        (:mod:`dwgf.priors.performance`).
         """
+        performance = PerformanceOptions.from_mapping(performance)  # Why first: a bad option fails before loading
         if _is_hub_id(path_or_repo_id):
-            return cls._from_hub(os.fspath(path_or_repo_id), revision, dtype, device, local_files_only)
+            return cls._from_hub(os.fspath(path_or_repo_id), revision, dtype, device, local_files_only, performance)
         if revision is not None:
             raise ValueError(
                 f"revision={revision!r} was given with the local folder {os.fspath(path_or_repo_id)!r}; a local "
@@ -219,7 +330,7 @@ class StableDiffusionPrior(LatentPrior):
             )
         folder = check_model_folder(path_or_repo_id)
         source = {"repo_id": None, "revision": None, "path": str(folder.resolve())}
-        return cls._load_folder(folder, _resolve_dtype(dtype), torch.device(device), source)
+        return cls._load_folder(folder, _resolve_dtype(dtype), torch.device(device), source, performance)
 
     @classmethod
     def _from_hub(
@@ -229,17 +340,23 @@ class StableDiffusionPrior(LatentPrior):
         dtype: str | torch.dtype,
         device: str | torch.device,
         local_files_only: bool | None,
+        performance: PerformanceOptions | dict[str, Any] | None = None,
     ) -> StableDiffusionPrior:
         if not _HUB_ID.match(repo_id):
             raise ValueError(f"hub repo id must look like 'owner/name', got {repo_id!r}")
         torch_dtype = _resolve_dtype(dtype)  # Why first: a bad dtype should fail before any download
         folder = check_model_folder(_hub_snapshot(repo_id, revision, local_files_only))
         source = {"repo_id": repo_id, "revision": revision, "path": str(folder)}
-        return cls._load_folder(folder, torch_dtype, torch.device(device), source)
+        return cls._load_folder(folder, torch_dtype, torch.device(device), source, performance)
 
     @classmethod
     def _load_folder(
-        cls, folder: Path, torch_dtype: torch.dtype, device: torch.device, source: dict[str, Any]
+        cls,
+        folder: Path,
+        torch_dtype: torch.dtype,
+        device: torch.device,
+        source: dict[str, Any],
+        performance: PerformanceOptions | dict[str, Any] | None = None,
     ) -> StableDiffusionPrior:
         from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
@@ -269,12 +386,13 @@ class StableDiffusionPrior(LatentPrior):
             empty_embedding=empty,
             alphas_cumprod=scheduler.alphas_cumprod,
             source=source,
+            performance=performance,
         )
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], **overrides: Any) -> StableDiffusionPrior:
         """Build from ``{"path": folder}`` or ``{"repo_id": id, "revision": commit}`` plus optional ``dtype``,
-        ``device``, ``local_files_only``; ``overrides`` replace spec keys (e.g. ``device="cuda"``)."""
+        ``device``, ``local_files_only``, ``performance``; ``overrides`` replace spec keys (e.g. ``device="cuda"``)."""
         merged = {**dict(spec), **overrides}
         merged.pop("kind", None)
         unknown = set(merged) - _SPEC_KEYS
@@ -289,11 +407,27 @@ class StableDiffusionPrior(LatentPrior):
                 f"'revision'), got path={path!r}, repo_id={repo_id!r}"
             )
         dtype, device = merged.get("dtype", "float32"), merged.get("device", "cpu")
+        performance = PerformanceOptions.from_mapping(merged.get("performance"))
         if path is not None:
             if merged.get("revision") is not None:
                 raise ValueError(f"spec has 'revision' with a local 'path' {path!r}; drop 'revision' or use 'repo_id'")
-            return cls.from_pretrained(Path(path), dtype=dtype, device=device)
-        return cls._from_hub(str(repo_id), merged.get("revision"), dtype, device, merged.get("local_files_only"))
+            return cls.from_pretrained(Path(path), dtype=dtype, device=device, performance=performance)
+        return cls._from_hub(
+            str(repo_id), merged.get("revision"), dtype, device, merged.get("local_files_only"), performance
+        )
+
+    @classmethod
+    def from_descriptor(cls, folder: str | os.PathLike, **overrides: Any) -> StableDiffusionPrior:
+        """Load what ``<folder>/stable_diffusion.json`` (written by ``dwgf acquire-weights``) names: the weights
+        folder and the speed options; ``overrides`` (``dtype``, ``device``) as in :meth:`from_pretrained`."""
+        import json
+
+        path = Path(folder) / DESCRIPTOR_NAME
+        descriptor = json.loads(path.read_text(encoding="utf-8"))
+        if descriptor.get("schema") != DESCRIPTOR_SCHEMA or "weights" not in descriptor:
+            raise ValueError(f"{path}: not a {DESCRIPTOR_SCHEMA} descriptor (needs keys 'schema' and 'weights')")
+        options = {"performance": descriptor.get("performance"), **overrides}
+        return cls.from_pretrained(Path(descriptor["weights"]), **options)
 
     # -- LatentPrior interface ----------------------------------------------------------------------------
     @property
@@ -312,29 +446,29 @@ class StableDiffusionPrior(LatentPrior):
     def encode(self, x: torch.Tensor, generator: torch.Generator | None = None, sample: bool = True) -> torch.Tensor:
         """E(x) = s · (sample of q(z|x) drawn with ``generator``, or its mean); output in x's dtype."""
         self._check_images(x)
-        posterior = self.vae.encode(x.to(device=self.device, dtype=self.vae.dtype)).latent_dist
+        with self._vae_context():
+            posterior = self.vae.encode(self._layout(x.to(device=self.device, dtype=self.vae.dtype))).latent_dist
+        if posterior.parameters.dtype != self.vae.dtype:  # autocast: draw the sample in the weights' dtype
+            posterior = type(posterior)(posterior.parameters.to(self.vae.dtype))
         z = posterior.sample(generator=generator) if sample else posterior.mean
         return (z * self.scaling_factor).to(dtype=x.dtype)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """D(z) = vae.decode(z / s).sample, not clamped, differentiable in z; output in z's dtype."""
         self._check_latents(z, "z")
-        image = self.vae.decode(z.to(device=self.device, dtype=self.vae.dtype) / self.scaling_factor).sample
-        return image.to(dtype=z.dtype)
+        with self._vae_context():
+            image = self.vae.decode(self._layout(z.to(device=self.device, dtype=self.vae.dtype) / self.scaling_factor))
+        return image.sample.to(dtype=z.dtype)
 
     def eps(self, z_t: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
         """unet(z_t, t, empty-prompt embedding).sample for a batch; ``t`` an int or a (B,) tensor; z_t's dtype."""
         self._check_latents(z_t, "z_t")
         batch = z_t.shape[0]
-        timesteps = torch.as_tensor(t, device=self.device)
-        if timesteps.ndim == 0:
-            timesteps = timesteps.expand(batch)
-        if timesteps.shape != (batch,) or timesteps.dtype.is_floating_point:
-            raise ValueError(f"t must be an int or an integer tensor of shape ({batch},), got {t!r}")
-        if bool(((timesteps < 0) | (timesteps >= self.num_train_timesteps)).any()):
-            raise ValueError(f"t must lie in [0, {self.num_train_timesteps}), got {timesteps.tolist()}")
+        timesteps = self._timesteps(t, batch)
         context = self.empty_embedding.expand(batch, -1, -1)
-        out = self.unet(z_t.to(device=self.device, dtype=self.dtype), timesteps, encoder_hidden_states=context).sample
+        with self._autocast():
+            out = self.unet(self._layout(z_t.to(device=self.device, dtype=self.dtype)), timesteps,
+                            encoder_hidden_states=context).sample  # fmt: skip
         return out.to(dtype=z_t.dtype)
 
     def describe(self) -> dict[str, Any]:
@@ -358,6 +492,8 @@ class StableDiffusionPrior(LatentPrior):
             "downsample_factor": self.downsample_factor,
             "prediction_type": "epsilon",
             "conditioning": "empty prompt, no classifier-free guidance",
+            "performance": self.performance.as_dict(),
+            **({"cuda_backend_flags": _cuda_backend_flags()} if self.device.type == "cuda" else {}),
             "files": files,
         }
 
@@ -376,6 +512,15 @@ class StableDiffusionPrior(LatentPrior):
             raise ValueError(
                 f"{argument} must be latents of shape (B, {self.latent_channels}, h, w), got {tuple(z.shape)}"
             )
+
+
+def _cuda_backend_flags() -> dict[str, bool]:
+    """The process-wide CUDA flags that change how the prior's kernels run (recorded by ``describe``)."""
+    return {
+        "matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+    }
 
 
 def _empty_prompt_embedding(folder: Path, device: torch.device) -> torch.Tensor:

@@ -18,7 +18,10 @@ table, each also with the end-of-word suffix ``</w>``, one merge, and the two sp
 pads with ``"!"`` (id 0), so an empty prompt tokenises to ``[BOS, EOS, 0, 0, ...]`` (77 ids).
 
 :func:`build_sd21_base_architecture` instantiates the UNet and VAE of SD-2.1-base with random weights from the
-configs written out below (docs/install.md), for GPU timing runs that must not depend on the download.
+configs written out below (docs/install.md), for GPU timing runs that must not depend on the download;
+:func:`build_random_sd` writes them (with an SD-2.1-shaped text encoder) as a diffusers folder, and
+:func:`write_weights_lock` a weights lock with the sha256 of its files (``dwgf build-random-sd``), so the
+``gpu_smoke`` suites acquire them through the real ``acquire-weights`` path.
 """
 
 from __future__ import annotations
@@ -216,8 +219,6 @@ def build_tiny_sd(folder: str | Path, seed: int = 0, sample_size: int = 64) -> P
     Weights are safetensors (the only format the prior accepts). The same ``seed`` gives byte-identical weight
     files. Takes well under a second once diffusers is imported; about 7 MB on disk.
     """
-    from diffusers import __version__ as diffusers_version
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     modules = build_tiny_sd_modules(seed=seed, sample_size=sample_size)
@@ -226,19 +227,7 @@ def build_tiny_sd(folder: str | Path, seed: int = 0, sample_size: int = 64) -> P
     modules["text_encoder"].save_pretrained(folder / "text_encoder", safe_serialization=True)
     modules["scheduler"].save_pretrained(folder / "scheduler")
     _write_tokenizer(folder / "tokenizer")
-    model_index = {
-        "_class_name": "StableDiffusionPipeline",
-        "_diffusers_version": diffusers_version,
-        "feature_extractor": [None, None],
-        "requires_safety_checker": False,
-        "safety_checker": [None, None],
-        "scheduler": ["diffusers", "DDIMScheduler"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-    }
-    (folder / "model_index.json").write_text(json.dumps(model_index, indent=2) + "\n", encoding="utf-8")
+    _write_model_index(folder)
     return folder
 
 
@@ -264,3 +253,101 @@ def build_sd21_base_architecture(
         module.requires_grad_(False)
         module.eval()
     return unet.to(device=device, dtype=dtype), vae.to(device=device, dtype=dtype)
+
+
+def _sd21_text_encoder_config() -> Any:
+    """SD-2.1-base text tower shapes (:data:`SD21_BASE_TEXT_ENCODER_CONFIG`) with the tiny tokenizer's special ids
+    (its ids are all below the real vocabulary size, so the embedding table keeps the published shape)."""
+    from transformers import CLIPTextConfig
+
+    vocab, _ = _tiny_vocab()
+    return CLIPTextConfig(
+        **SD21_BASE_TEXT_ENCODER_CONFIG,
+        bos_token_id=vocab[_BOS],
+        eos_token_id=vocab[_EOS],
+        pad_token_id=vocab[_PAD],
+    )
+
+
+def build_random_sd(folder: str | Path, arch: str = "sd21", seed: int = 0, sample_size: int = 64) -> Path:
+    """A random-weight diffusers folder in the layout the prior reads: ``arch="tiny"`` is :func:`build_tiny_sd`
+    (``sample_size`` = image side), ``arch="sd21"`` has the SD-2.1-base UNet, VAE and text-encoder shapes (UNet
+    866 M, VAE 84 M, text encoder 340 M parameters; about 5.2 GB of float32 safetensors) with the tiny tokenizer.
+
+    For cost measurements and end-to-end DAG runs at the real architecture only: the outputs are meaningless.
+    The same ``seed`` gives byte-identical weight files with the same torch/diffusers versions.
+    """
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    if arch == "tiny":
+        return build_tiny_sd(folder, seed=seed, sample_size=sample_size)
+    if arch != "sd21":
+        raise ValueError(f"arch must be 'sd21' or 'tiny', got {arch!r}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        modules = {
+            "unet": UNet2DConditionModel(**SD21_BASE_UNET_CONFIG),
+            "vae": AutoencoderKL(**SD21_BASE_VAE_CONFIG),
+        }
+        # Why one module at a time: the UNet and the text tower together are ~5 GB of float32 in memory.
+        for name, module in modules.items():
+            module.save_pretrained(folder / name, safe_serialization=True)
+        del modules
+        text_encoder = CLIPTextModel(_sd21_text_encoder_config())
+        text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
+        del text_encoder
+    DDIMScheduler(**SD21_BASE_SCHEDULER_CONFIG).save_pretrained(folder / "scheduler")
+    _write_tokenizer(folder / "tokenizer")
+    _write_model_index(folder)
+    return folder
+
+
+def _write_model_index(folder: Path) -> None:
+    from diffusers import __version__ as diffusers_version
+
+    model_index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": diffusers_version,
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+        "safety_checker": [None, None],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    (folder / "model_index.json").write_text(json.dumps(model_index, indent=2) + "\n", encoding="utf-8")
+
+
+def write_weights_lock(folder: str | Path, lock_path: str | Path, name: str) -> Path:
+    """Write a ``dwgf.weights-lock/1`` lock for the diffusers folder ``folder``: the files the prior reads with
+    their sha256, as ``dwgf acquire-weights`` checks them (its ``source: local`` path copies from ``folder``)."""
+    import yaml
+
+    from dwgf.acquire import LOCK_SCHEMA, validate_lock
+    from dwgf.io import atomic_write_bytes, sha256_file
+    from dwgf.priors.stable_diffusion import HUB_ALLOW_PATTERNS
+
+    folder = Path(folder)
+    present = [relative for relative in HUB_ALLOW_PATTERNS if (folder / relative).is_file()]
+    lock = {
+        "schema": LOCK_SCHEMA,
+        "model": {
+            "name": name,
+            # Not a hub repo: the files exist only where they were built; acquire them with source: local.
+            "mirrors": [{"repo_id": f"local/{name}", "revision": None, "verified": False}],
+            "allow_patterns": list(HUB_ALLOW_PATTERNS),
+            "files": {relative: sha256_file(folder / relative) for relative in present},
+        },
+    }
+    validate_lock(lock, where=str(lock_path))
+    header = (
+        f"# Lock of random-weight weights built by `dwgf build-random-sd` into {folder.resolve()}\n"
+        "# (cost and DAG tests only; the sha256s were computed from the files just written).\n"
+    )
+    atomic_write_bytes(Path(lock_path), (header + yaml.safe_dump(lock, sort_keys=False)).encode("utf-8"))
+    return Path(lock_path)

@@ -33,8 +33,30 @@ if PLAN.spec["prior"]["kind"] == "gaussian_mixture":
             "dwgf fit-prior --spec {params.spec:q} --root {params.root:q} --out {output:q} > {log:q} 2>&1"
 
 else:
+    _random_init = PLAN.spec["prior"].get("random_init")
+
+    if _random_init:
+
+        # Random-weight SD folder + its lock (prior.random_init; cost and DAG tests), acquired below like real weights.
+        rule build_random_weights:
+            output:
+                folder=directory(PLAN.spec["prior"]["local_dir"]),
+                lock=PLAN.spec["prior"]["lock"],
+            params:
+                arch=_random_init["arch"],
+                seed=_random_init["seed"],
+                image_size=PLAN.spec["image_size"],
+            log:
+                PLAN.log("build_random_weights", "build_random_weights"),
+            benchmark:
+                PLAN.benchmark("build_random_weights", "build_random_weights")
+            shell:
+                "dwgf build-random-sd --arch {params.arch} --seed {params.seed} --image-size {params.image_size}"
+                " --out {output.folder:q} --lock {output.lock:q} > {log:q} 2>&1"
 
     rule acquire_weights:
+        input:
+            lock=[PLAN.spec["prior"]["lock"]] if _random_init else [],
         output:
             PLAN.path("prior"),
         params:
