@@ -78,4 +78,4 @@ rule all:
     default_target: True
     input:
         PLAN.targets(),
-        f"{PLAN.root}/run/root.prov.json",
+        PLAN.path("root_record"),

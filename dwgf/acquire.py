@@ -810,7 +810,8 @@ def _refuse_pickle_store(text: str, where: str) -> None:
         )
 
 
-def _open_image_source(source: dict[str, Any], dest: Path) -> _ImageReader:
+def _open_image_source(source: dict[str, Any], dest: Path | None = None) -> _ImageReader:
+    """The reader of ``source``; ``dest`` (the images folder) is where an ``lmdb`` source proposes its lock."""
     if not isinstance(source, dict) or "kind" not in source:
         raise ValueError("image source must be a dict with key 'kind': 'folder', 'archive', 'hf_dataset' or 'lmdb'")
     kind = source["kind"]
@@ -821,6 +822,8 @@ def _open_image_source(source: dict[str, Any], dest: Path) -> _ImageReader:
     if kind == "hf_dataset":
         return _HubDatasetReader(source)
     if kind == "lmdb":
+        if dest is None:
+            raise ValueError("an 'lmdb' image source is opened by acquire_images, which names its destination folder")
         return _LmdbReader(source, proposed_at=dest / PROPOSED_LOCK_NAME)
     raise ValueError(f"image source 'kind' must be 'folder', 'archive', 'hf_dataset' or 'lmdb', got {kind!r}")
 

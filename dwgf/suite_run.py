@@ -34,11 +34,11 @@ from typing import Any
 
 from dwgf.errors import DwgfError
 from dwgf.io import atomic_write_json
+from dwgf.pipeline.layout import LAYOUT
 
 LOCK_NAME = ".dwgf.lock"
 LOCK_ENV = "DWGF_RUN_LOCK"
-RUN_DIR = "run"
-INVOCATION = f"{RUN_DIR}/invocation.json"
+INVOCATION = LAYOUT["invocation"]
 INVOCATION_SCHEMA = "dwgf.invocation/1"
 
 
@@ -279,7 +279,7 @@ class SuiteRun:
 
 def is_suite_folder(root: str | os.PathLike) -> bool:
     """Whether ``root`` holds a suite's run records (the root record or the invocation record)."""
-    return (Path(root) / RUN_DIR / "root.prov.json").is_file() or (Path(root) / INVOCATION).is_file()
+    return (Path(root) / LAYOUT["root_record"]).is_file() or (Path(root) / INVOCATION).is_file()
 
 
 def read_invocation(root: str | os.PathLike) -> dict[str, Any] | None:

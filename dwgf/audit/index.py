@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from dwgf.io import sha256_file
+from dwgf.pipeline.layout import LAYOUT
 from dwgf.provenance import RECORD_SUFFIX, SCHEMA
 
 #: Folders of a results directory that no record covers by design (Snakemake logs and benchmark TSVs, and the
 #: output of ``dwgf verify`` itself).
 UNRECORDED_DIRS = ("logs", "benchmarks", "audit")
 #: Files that describe a run rather than its results (dwgf.suite_run): the lock and the latest invocation.
-UNRECORDED_FILES = (".dwgf.lock", "run/invocation.json")
+UNRECORDED_FILES = (".dwgf.lock", LAYOUT["invocation"])
 #: Schema of the per-image solve records that a solve shard record indexes.
 SOLVE_IMAGE_SCHEMA = "dwgf.solve_image/1"
 PRIOR_STEPS = ("fit-prior", "acquire-weights")

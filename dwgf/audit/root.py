@@ -19,9 +19,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from dwgf.pipeline.layout import LAYOUT
 from dwgf.provenance import RECORD_SUFFIX, Recorder
 
-ROOT_RECORD = "run/root.prov.json"
+ROOT_RECORD = LAYOUT["root_record"]
 SEAL_STEP = "seal"
 
 

@@ -51,6 +51,8 @@ LAYOUT = {
     "plot_ablation": "plots/ablation-{ablation}.png",
     "plot_qualitative": "plots/qualitative-{task}.png",
     "verify": "audit/verify.json",
+    "invocation": "run/invocation.json",
+    "root_record": "run/root.prov.json",
     "log": "logs/{rule}/{name}.log",
     "benchmark": "benchmarks/{rule}/{name}.tsv",
 }

@@ -126,7 +126,7 @@ rule seal:
     input:
         PLAN.targets(),
     output:
-        f"{R}/run/root.prov.json",
+        PLAN.path("root_record"),
     params:
         spec=lambda wc: Plan.dumps(suite_config(config)),
         root=R,
@@ -147,7 +147,7 @@ rule verify:
     localrule: True
     input:
         PLAN.targets(),
-        f"{R}/run/root.prov.json",
+        PLAN.path("root_record"),
     params:
         root=R,
         report=PLAN.path("verify"),
