@@ -20,7 +20,7 @@ gets null rows with status ``non_finite_output`` (the particle-mean too).
 Paper protocol reminder (docs/method.md#dwgf, §7.1): the official per-image PSNR/LPIPS is the mean over the 4
 particles (not the particle-mean image, not best-of-N); aggregate with :func:`per_image_particle_average`.
 
-Exact-posterior test bed: :func:`posterior_rows` (:mod:`dwgf.metrics.testbed`).
+Exact-posterior test bed: :func:`posterior_rows` and :func:`mixture_rows` (:mod:`dwgf.metrics.testbed`).
 
 Per set: :func:`set_rows` (FID and KID from features, :mod:`dwgf.metrics.fid`) and :func:`policy_images`
 to pick the images of a sample policy.
@@ -28,6 +28,7 @@ to pick the images of a sample policy.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -175,6 +176,53 @@ def posterior_rows(
         keys.row(metric="sliced_w2", protocol=f"space={space};{testbed.sliced_protocol(n_projections, seed)};"
                  f"posterior_samples={m}", value=sw, status=status, network=PIXEL_IMPLEMENTATION),
     ]  # fmt: skip
+
+
+def mixture_rows(
+    latents: torch.Tensor,
+    weights: torch.Tensor,
+    means: torch.Tensor,
+    precision_cholesky: torch.Tensor,
+    keys: RowKeys,
+) -> list[dict[str, Any]]:
+    """Multimodality rows of one image (latent space; :mod:`dwgf.metrics.testbed`'s docstring states the rules).
+
+    * ``posterior_weight_entropy``/``nats``: H(w) of the exact posterior's component weights (a property of the
+      observation, the same for every method);
+    * ``mode_coverage``/``assignment=argmax_posterior_responsibility``: posterior mass of the visited components;
+    * ``mode_coverage_exact_expected``/``n=<N>``: sum_k w_k (1 - (1 - w_k)^N), what N exact samples reach on
+      average -- the reference value for ``mode_coverage`` at this N.
+    """
+    z = torch.as_tensor(latents)
+    finite = bool(torch.isfinite(z).all())
+    status = STATUS_OK if finite else STATUS_NON_FINITE
+    coverage = testbed.mode_coverage(z, weights, means, precision_cholesky) if finite else None
+    n = z.shape[0]
+    return [
+        keys.row(metric="posterior_weight_entropy", protocol="space=latent;nats",
+                 value=testbed.component_weight_entropy(weights), network=PIXEL_IMPLEMENTATION),
+        keys.row(metric="mode_coverage", protocol="space=latent;assignment=argmax_posterior_responsibility",
+                 value=coverage, status=status, network=PIXEL_IMPLEMENTATION),
+        keys.row(metric="mode_coverage_exact_expected", protocol=f"space=latent;n={n}",
+                 value=testbed.expected_mode_coverage(weights, n), network=PIXEL_IMPLEMENTATION),
+    ]  # fmt: skip
+
+
+def calibration_rows(
+    particles: torch.Tensor, ground_truth: torch.Tensor, keys: RowKeys, *, space: str = "image"
+) -> list[dict[str, Any]]:
+    """``calibration_ratio`` of the particles against the ground truth (null with a status for N < 2 or non-finite)."""
+    x = torch.as_tensor(particles)
+    n = x.shape[0]
+    finite = bool(torch.isfinite(x).all())
+    status = STATUS_OK if finite else STATUS_NON_FINITE
+    if n < 2:
+        status = STATUS_TOO_FEW
+    value = testbed.calibration_ratio(x, ground_truth) if status == STATUS_OK else None
+    if value is not None and math.isinf(value):
+        value, status = None, "zero_particle_spread"
+    return [keys.row(metric="calibration_ratio", protocol=f"space={space};mse_over_(1+1/N)_variance", value=value,
+                     status=status, network=PIXEL_IMPLEMENTATION)]  # fmt: skip
 
 
 def policy_images(
