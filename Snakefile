@@ -8,7 +8,7 @@
 # Only wiring lives here and in workflow/rules/*.smk: each rule calls one `dwgf` verb with the JSON spec of its
 # job (dwgf.pipeline.plan.Plan); the verbs do the work and write provenance records.
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -21,10 +21,10 @@ from pathlib import Path
 from dwgf.pipeline.config import validate_config
 from dwgf.pipeline.plan import Plan, WILDCARD_CONSTRAINTS
 
-# Fails before any job with "config key 'suites.<suite>.<...>': <reason>"; Snakemake's validate then checks the
-# same schema again (and would fill in schema defaults if it had any).
+# Fails before any job with "config key 'suites.<suite>.<...>': <reason>". The schema file is completed with the
+# solver and operator registries (dwgf.pipeline.config.full_schema), so it is applied here rather than by
+# snakemake.utils.validate, which would see the file alone.
 validate_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
-validate(config, "workflow/schemas/config.schema.yaml")
 
 PLAN = Plan(config)
 

@@ -15,6 +15,7 @@ VERB_MODULES = [
     "dwgf.cli.pipeline",  # fit-prior, acquire-*, observe, solve, evaluate, aggregate, tables, plots
     "dwgf.cli.audit",  # verify, trace
     "dwgf.cli.compare",  # testbed-compare
+    "dwgf.cli.docs",  # hyperparameters
 ]
 
 

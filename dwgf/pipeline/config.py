@@ -1,11 +1,14 @@
 """Loading and validating the workflow configuration (``config.yaml``).
 
-The same JSON Schema (``workflow/schemas/config.schema.yaml``) is applied by the Snakefile
-(``snakemake.utils.validate``) and here, so ``dwgf`` verbs run by hand see the same errors as the workflow.
-Cross-references that a schema cannot express (the selected suite exists, an ablation names a known task,
-...) are checked by :class:`dwgf.pipeline.plan.Plan`.
+The same JSON Schema is applied by the Snakefile and here (:func:`validate_config`), so ``dwgf`` verbs run by hand
+see the same errors as the workflow. The schema is ``workflow/schemas/config.schema.yaml`` completed by
+:func:`full_schema` with the registries, which are the single source of those facts: the solver names
+(:data:`dwgf.solvers.SOLVER_MODULES`), each solver's hyper-parameters (its ``HYPER`` declaration) and the operator
+names (:func:`dwgf.operators.operator_names`). Cross-references that a schema cannot express (the selected suite
+exists, an ablation names a known task, ...) are checked by :class:`dwgf.pipeline.plan.Plan`.
 
-This module must stay light: the Snakefile imports it at parse time, so it never imports torch.
+Importing this module is light (no torch); :func:`full_schema` imports the solver and operator registries, which
+import torch.
 """
 
 from __future__ import annotations
@@ -46,11 +49,40 @@ def key_path(parts: Any) -> str:
     return text or "<top level>"
 
 
-def validate_config(config: dict[str, Any], schema_path: str | os.PathLike = SCHEMA_PATH) -> None:
-    """Raise :class:`ConfigError` naming the first offending key if ``config`` breaks the schema."""
-    import jsonschema
+def full_schema(schema_path: str | os.PathLike = SCHEMA_PATH) -> dict[str, Any]:
+    """The config schema with the registries filled in: ``methods`` gets one property per registered solver whose
+    ``hyper`` (and ``per_task.<task>.hyper``) is ``$defs.hyper_<solver>`` = that solver's
+    ``HYPER.schema_fragment()``; ``ablation.method`` and ``task.operator`` get the registered names as enums."""
+    from dwgf.operators import operator_names
+    from dwgf.solvers import solver_hyper, solver_names
 
     schema = load_schema(schema_path)
+    defs = schema["$defs"]
+    solvers = solver_names()
+    methods: dict[str, Any] = {}
+    for name in solvers:
+        defs[f"hyper_{name}"] = solver_hyper(name).schema_fragment()
+        hyper_ref = {"$ref": f"#/$defs/hyper_{name}"}
+        methods[name] = {
+            "$ref": "#/$defs/method",
+            "properties": {
+                "hyper": hyper_ref,
+                "per_task": {"additionalProperties": {"properties": {"hyper": hyper_ref}}},
+            },
+        }
+    defs["methods"]["properties"] = methods
+    defs["methods"]["additionalProperties"] = False
+    defs["ablation"]["properties"]["method"] = {**defs["ablation"]["properties"]["method"], "enum": solvers}
+    defs["task"]["properties"]["operator"] = {**defs["task"]["properties"]["operator"], "enum": operator_names()}
+    return schema
+
+
+def validate_config(config: dict[str, Any], schema_path: str | os.PathLike = SCHEMA_PATH) -> None:
+    """Raise :class:`ConfigError` naming the first offending key if ``config`` breaks the schema
+    (:func:`full_schema`)."""
+    import jsonschema
+
+    schema = full_schema(schema_path)
     validator_cls = jsonschema.validators.validator_for(schema)
     validator = validator_cls(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.path))))

@@ -29,11 +29,10 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import PurePosixPath
 from typing import Any
 
-from dwgf.pipeline.config import ConfigError, load_schema
+from dwgf.pipeline.config import ConfigError
 
 MAIN = "main"
 
@@ -149,16 +148,11 @@ class Plan:
     def _where(self, *keys: str) -> str:
         return ".".join(["suites", self.suite, *keys])
 
-    @cached_property
-    def _schema(self) -> dict[str, Any]:
-        return load_schema()
-
     def hyper_keys(self, method: str) -> list[str]:
-        """The hyper-parameter names the config may set for ``method`` (from the schema)."""
-        definition = self._schema["$defs"].get(f"hyper_{method}")
-        if definition is None:
-            raise ConfigError(f"the config schema has no $defs.hyper_{method}; add the solver's hyper-parameters")
-        return sorted(definition.get("properties", {}))
+        """The hyper-parameter names the config may set for ``method`` (its declaration's configurable keys)."""
+        from dwgf.solvers import solver_hyper
+
+        return solver_hyper(method).configurable
 
     def _check_methods(self) -> None:
         for method, settings in self.spec["methods"].items():

@@ -6,8 +6,11 @@ import importlib
 from collections.abc import Callable
 
 from dwgf.solvers.base import SolveResult, make_timesteps
+from dwgf.solvers.hyper import HyperSpec
 
-#: solver name -> module in dwgf.solvers that defines ``solve`` and ``DEFAULTS``.
+#: solver name -> module in dwgf.solvers that defines ``solve`` and ``HYPER`` (its hyper-parameter declaration,
+#: :class:`dwgf.solvers.hyper.HyperSpec`). Every consumer (config schema, plan checks, contract tests, docs)
+#: iterates this registry, so a new solver is one line here plus its module.
 SOLVER_MODULES: dict[str, str] = {
     "dwgf": "dwgf.solvers.dwgf",
     "psld": "dwgf.solvers.psld",
@@ -27,11 +30,24 @@ def get_solver(name: str) -> Callable[..., SolveResult]:
     return importlib.import_module(SOLVER_MODULES[name]).solve
 
 
-def solver_defaults(name: str) -> dict:
-    """The solver's default hyper-parameters (a copy)."""
+def solver_hyper(name: str) -> HyperSpec:
+    """The hyper-parameter declaration of solver ``name`` (its module's ``HYPER``)."""
     if name not in SOLVER_MODULES:
         raise ValueError(f"unknown solver {name!r}; choose one of {solver_names()}")
-    return dict(importlib.import_module(SOLVER_MODULES[name]).DEFAULTS)
+    return importlib.import_module(SOLVER_MODULES[name]).HYPER
 
 
-__all__ = ["SolveResult", "get_solver", "make_timesteps", "solver_defaults", "solver_names"]
+def solver_defaults(name: str) -> dict:
+    """The solver's default hyper-parameters (a copy), from its declaration."""
+    return solver_hyper(name).defaults
+
+
+__all__ = [
+    "HyperSpec",
+    "SolveResult",
+    "get_solver",
+    "make_timesteps",
+    "solver_defaults",
+    "solver_hyper",
+    "solver_names",
+]

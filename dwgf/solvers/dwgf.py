@@ -56,24 +56,63 @@ from dwgf.solvers.base import (
     progress_bar,
     randn,
 )
+from dwgf.solvers.hyper import Hyper, HyperSpec
 
-#: Official hyper-parameters (docs/method.md#hyper-parameters, ``configs/algo/dwgf.yaml`` + ``scripts/test_*.sh``)
-#: and the
-#: reproduction flags. ``n_particles`` (official 4) and ``n_steps`` (official 998) are arguments of :func:`solve`.
-DEFAULTS: dict[str, Any] = {
-    "gamma": 0.15,  # official ``algo.w_t`` (the paper's gamma); ``algo.gamma`` is unused by DWGF
-    "lr": 1.0,  # official ``algo.lr_z``
-    "kappa": 0.1,  # official ``algo.vjp_coeff``
-    "sigma_dec": 0.01,  # official ``algo.decoder_std``
-    "betas": (0.9, 0.999),
-    "adam_eps": 1e-8,
-    "per_particle_noise": False,
-    "y_clean": None,  # (1, *y_shape) clean measurement A x; only with per_particle_noise=True
-    "sigma_y": None,  # measurement-noise std on the [-1, 1] scale; only with per_particle_noise=True
-    "decode_before_last_step": False,
-    "decoder_noise_in_likelihood": True,
-    "trace": False,
-}
+#: The hyper-parameters, declared once (:mod:`dwgf.solvers.hyper`): official values of ``configs/algo/dwgf.yaml`` +
+#: ``scripts/test_*.sh`` (docs/method.md#hyper-parameters) and the reproduction flags. ``n_particles`` (official 4)
+#: and ``n_steps`` (official 998) are arguments of :func:`solve`.
+_REPO = "`isomorphicdude/DWGF` configs/algo/dwgf.yaml"
+_FLAG = "reproduction flag (docs/official-code.md)"
+
+
+def _check_noise_inputs(resolved: dict[str, Any]) -> None:
+    if resolved["per_particle_noise"]:
+        if resolved["y_clean"] is None or resolved["sigma_y"] is None:
+            raise ValueError(
+                "DWGF per_particle_noise=True needs the clean measurement and its noise level: pass "
+                "y_clean=<A x, shape (1, *y_shape)> and sigma_y=<float> (the repository draws one noise "
+                "realisation per particle), or set per_particle_noise=False to share y"
+            )
+    elif resolved["y_clean"] is not None or resolved["sigma_y"] is not None:
+        raise ValueError("DWGF hyper-parameters 'y_clean' and 'sigma_y' are only used with per_particle_noise=True")
+
+
+HYPER = HyperSpec(
+    solver="dwgf",
+    label="DWGF",
+    n_particles=4,
+    n_steps=998,
+    source="the official DWGF code (`isomorphicdude/DWGF`, docs/method.md#hyper-parameters)",
+    params=[
+        Hyper("gamma", "float", 0.15, "prior weight gamma", f"{_REPO} `algo.w_t` (`algo.gamma` is unused)", minimum=0),
+        Hyper("lr", "float", 1.0, "Adam step size on the latents", f"{_REPO} `algo.lr_z`", minimum=0,
+              exclusive_minimum=True),
+        Hyper("kappa", "float", 0.1, "weight of the encoder-decoder (vjp) term", f"{_REPO} `algo.vjp_coeff`",
+              minimum=0),
+        Hyper("sigma_dec", "float", 0.01, "decoder noise std xi", f"{_REPO} `algo.decoder_std`", minimum=0),
+        Hyper("betas", "float_pair", (0.9, 0.999), "Adam betas", "official code (torch.optim.Adam defaults)",
+              minimum=0, maximum=1, exclusive_maximum=True),
+        Hyper("adam_eps", "float", 1e-8, "Adam eps", "official code (torch.optim.Adam default)", minimum=0,
+              exclusive_minimum=True),
+        Hyper("per_particle_noise", "bool", False, "one noise draw of y per particle (repo bug 5) instead of one "
+              "shared y", _FLAG),
+        Hyper("y_clean", "tensor", None, "clean measurement A x, (1, *y_shape); only with per_particle_noise",
+              "filled in by `dwgf solve`", configurable=False, config_note="filled in by `dwgf solve`"),
+        Hyper("sigma_y", "float", None, "measurement-noise std on [-1, 1]; only with per_particle_noise",
+              "filled in by `dwgf solve` from the task", minimum=0, nullable=True, configurable=False,
+              config_note="filled in by `dwgf solve` from the task's sigma_y"),
+        Hyper("decode_before_last_step", "bool", False, "return the decode before the last update (repo bug 2)",
+              _FLAG),
+        Hyper("decoder_noise_in_likelihood", "bool", True, "A(x + xi) in the likelihood (last official commit; "
+              "False: the first commit's A(x))", "official code, last commit"),
+        Hyper("trace", "bool", False, "record per-step loss terms", "diagnostics", configurable=False,
+              config_note="set by `dwgf solve`"),
+    ],
+    checks=[_check_noise_inputs],
+)  # fmt: skip
+
+#: Defaults derived from :data:`HYPER` (name -> default).
+DEFAULTS: dict[str, Any] = HYPER.defaults
 
 #: Scalars recorded per step when ``trace=True``: ``likelihood`` is L_lik, ``vjp`` is L_vjp (before kappa),
 #: ``loss`` is L_lik + kappa L_vjp (the prior enters as a gradient, so it has no loss value); ``prior_grad_norm`` is
@@ -95,45 +134,13 @@ def term_normalisers(n_particles: int, d_z: int, d_x: int, d_y: int) -> dict[str
 
 
 def resolve_hyper(hyper: dict[str, Any]) -> dict[str, Any]:
-    """DEFAULTS updated with ``hyper``; ValueError naming any unknown key or invalid value."""
-    unknown = sorted(set(hyper) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown DWGF hyper-parameter(s) {unknown}; valid keys are {sorted(DEFAULTS)}")
-    resolved = {**DEFAULTS, **hyper}
-    for key in ("gamma", "kappa", "sigma_dec"):
-        value = resolved[key]
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ValueError(f"DWGF hyper-parameter {key!r} must be a finite number >= 0, got {value!r}")
-    for key in ("lr", "adam_eps"):
-        value = resolved[key]
-        if not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"DWGF hyper-parameter {key!r} must be a number > 0, got {value!r}")
-    betas = resolved["betas"]
-    if len(tuple(betas)) != 2 or not all(0.0 <= float(b) < 1.0 for b in betas):
-        raise ValueError(f"DWGF hyper-parameter 'betas' must be two numbers in [0, 1), got {betas!r}")
-    resolved["betas"] = (float(betas[0]), float(betas[1]))
-    for key in ("per_particle_noise", "decode_before_last_step", "decoder_noise_in_likelihood", "trace"):
-        if not isinstance(resolved[key], bool):
-            raise ValueError(f"DWGF hyper-parameter {key!r} must be a bool, got {resolved[key]!r}")
-    if resolved["per_particle_noise"]:
-        if resolved["y_clean"] is None or resolved["sigma_y"] is None:
-            raise ValueError(
-                "DWGF per_particle_noise=True needs the clean measurement and its noise level: pass "
-                "y_clean=<A x, shape (1, *y_shape)> and sigma_y=<float> (the repository draws one noise "
-                "realisation per particle), or set per_particle_noise=False to share y"
-            )
-    elif resolved["y_clean"] is not None or resolved["sigma_y"] is not None:
-        raise ValueError("DWGF hyper-parameters 'y_clean' and 'sigma_y' are only used with per_particle_noise=True")
-    return resolved
+    """DEFAULTS updated with ``hyper``; ValueError naming any unknown key or invalid value (:data:`HYPER`)."""
+    return HYPER.resolve(hyper)
 
 
 def _recordable(hyper: dict[str, Any]) -> dict[str, Any]:
     """Hyper-parameters as JSON-friendly values (the y_clean tensor is summarised by its shape)."""
-    out = dict(hyper)
-    if isinstance(out["y_clean"], torch.Tensor):
-        out["y_clean"] = f"tensor{tuple(out['y_clean'].shape)}"
-    out["betas"] = list(out["betas"])
-    return out
+    return HYPER.record(hyper)
 
 
 def _measurements(

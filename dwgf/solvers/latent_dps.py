@@ -18,6 +18,7 @@ Defaults: omega = 1 (PSLD's general setting), DDIM eta = 0 and 1000 steps over t
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -25,26 +26,40 @@ import torch
 from dwgf.operators.base import LinearOperator
 from dwgf.priors.base import LatentPrior
 from dwgf.solvers.base import SolveResult
-from dwgf.solvers.psld import N_STEPS, guided_ddim, resolve_hyper
+from dwgf.solvers.hyper import HyperSpec, OfficialTask
+from dwgf.solvers.psld import HYPER as PSLD_HYPER
+from dwgf.solvers.psld import N_STEPS, guided_ddim
 
-DEFAULTS: dict[str, Any] = {
-    "omega": 1.0,  # DPS step size on ||y - A D(zhat_0)|| (PSLD's general omega)
-    "eta": 0.0,
-    "t_max": 999,
-    "t_min": 0,
-    "prediction_noise_std": 0.0,
-    "trace": False,
-}
+#: The hyper-parameters, declared once: PSLD's declarations without the gluing term (omega = 1 is PSLD's general
+#: setting). Per-task settings are [inferred]: no official Latent-DPS settings exist for these tasks; this baseline
+#: keeps PSLD's per-task measurement weights (docs/method.md#psld: box inpainting omega = 1e-1, SR/general omega = 1)
+#: so that it differs from PSLD only by the gluing term.
+_INFERRED = "[inferred] PSLD's omega for this task (docs/method.md#psld)"
+HYPER = HyperSpec(
+    solver="latent_dps",
+    label="Latent-DPS",
+    n_particles=PSLD_HYPER.n_particles,
+    n_steps=PSLD_HYPER.n_steps,
+    source="PSLD without its gluing term (docs/method.md#psld); no official Latent-DPS code for these tasks",
+    schedule=PSLD_HYPER.schedule,
+    params=[
+        replace(PSLD_HYPER["omega"], meaning="DPS step size on ||y - A D(zhat_0)|| (PSLD's general omega)"),
+        *(PSLD_HYPER[name] for name in ("eta", "t_max", "t_min", "prediction_noise_std", "trace")),
+    ],
+    official={
+        operator: OfficialTask({"omega": task.hyper["omega"]}, _INFERRED)
+        for operator, task in PSLD_HYPER.official.items()
+    },
+)
 
-#: Per-task settings. [inferred] No official Latent-DPS settings exist for these tasks; this baseline keeps PSLD's
-#: per-task measurement weights
-#: (docs/method.md#psld: box inpainting omega = 1e-1, SR/general omega = 1) so that it differs
-#: from PSLD only by the gluing term.
-TASK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "box_inpainting": {"omega": 1e-1},
-    "sr_avgpool": {"omega": 1.0},
-    "sr_bicubic": {"omega": 1.0},
-}
+#: Derived from :data:`HYPER`.
+DEFAULTS: dict[str, Any] = HYPER.defaults
+TASK_DEFAULTS: dict[str, dict[str, Any]] = HYPER.task_defaults
+
+
+def resolve_hyper(hyper: dict[str, Any]) -> dict[str, Any]:
+    """:data:`DEFAULTS` updated with ``hyper``; ValueError naming any bad key or value (:data:`HYPER`)."""
+    return HYPER.resolve(hyper)
 
 
 def solve(
@@ -64,7 +79,7 @@ def solve(
     prediction noise (if enabled) and the DDIM noise (eta > 0). Divergence is reported, not raised
     (``status="diverged"``).
     """
-    resolved = resolve_hyper(hyper, defaults=DEFAULTS, name="Latent-DPS")
+    resolved = resolve_hyper(hyper)
     return guided_ddim(
         prior,
         operator,

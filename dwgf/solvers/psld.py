@@ -60,63 +60,62 @@ from dwgf.solvers.base import (
     progress_bar,
     randn,
 )
+from dwgf.solvers.hyper import Hyper, HyperSpec, OfficialTask
 
-#: Defaults of the PSLD reference code (docs/method.md#psld): general/SR setting gamma = 0.1, omega = 1, DDIM eta = 0,
-#: 1000 DDIM steps over t = 999..0 (``n_steps`` is an argument of :func:`solve`, default 1000).
-DEFAULTS: dict[str, Any] = {
-    "omega": 1.0,  # weight of the measurement error ||y - A D(zhat_0)||
-    "gamma": 0.1,  # weight of the gluing error ||E(glued) - zhat_0||
-    "eta": 0.0,  # DDIM stochasticity (0: deterministic DDIM)
-    "t_max": 999,
-    "t_min": 0,
-    "gluing": "projected",  # "projected" (PSLD) or "autoencoder" (GML-DPS: E(D(zhat_0)) without projection)
-    "encoder_sample": True,  # sample the encoder posterior (official) or use its mean
-    "prediction_noise_std": 0.0,  # the official ``noiser`` on A D(zhat_0); 0 disables it
-    "trace": False,
-}
+#: The hyper-parameters, declared once (:mod:`dwgf.solvers.hyper`): defaults of the PSLD reference code
+#: (docs/method.md#psld), general/SR setting gamma = 0.1, omega = 1, DDIM eta = 0, 1000 DDIM steps over t = 999..0
+#: (``n_steps`` is an argument of :func:`solve`, default 1000). Official per-task settings: LituRout/PSLD README/run
+#: scripts as summarised in docs/method.md#psld ("defaults gamma = 0.1, omega = 1 (SR and general); box inpainting
+#: gamma = 1e-2, omega = 1e-1"), keyed by operator name (:func:`dwgf.operators.make_operator`).
+_PSLD_REPO = "`LituRout/PSLD` (docs/method.md#psld)"
+_PSLD_TASKS = "`LituRout/PSLD` README / run scripts (docs/method.md#psld)"
+GLUING_MODES = ("projected", "autoencoder")
 
-#: Official per-task settings. Source: LituRout/PSLD README/run scripts as summarised in docs/method.md#psld
-#: ("defaults gamma = 0.1, omega = 1 (SR and general); box inpainting gamma = 1e-2, omega = 1e-1"). Keys are
-#: operator names (:func:`dwgf.operators.make_operator`); operators not listed use :data:`DEFAULTS`.
-TASK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "box_inpainting": {"gamma": 1e-2, "omega": 1e-1},
-    "sr_avgpool": {"gamma": 0.1, "omega": 1.0},
-    "sr_bicubic": {"gamma": 0.1, "omega": 1.0},
-}
+HYPER = HyperSpec(
+    solver="psld",
+    label="PSLD",
+    n_particles=4,
+    n_steps=1000,
+    source="the PSLD reference code `LituRout/PSLD` (docs/method.md#psld)",
+    schedule=(999, 0),
+    params=[
+        Hyper("omega", "float", 1.0, "weight of the measurement error ||y - A D(zhat_0)||", _PSLD_REPO, minimum=0),
+        Hyper("gamma", "float", 0.1, "weight of the gluing error ||E(glued) - zhat_0|| (0: Latent-DPS)", _PSLD_REPO,
+              minimum=0),
+        Hyper("eta", "float", 0.0, "DDIM stochasticity (0: deterministic DDIM)", _PSLD_REPO, minimum=0, maximum=1),
+        Hyper("t_max", "int", 999, "first timestep of the DDIM grid", _PSLD_REPO, minimum=0, maximum=999),
+        Hyper("t_min", "int", 0, "last timestep of the DDIM grid", _PSLD_REPO, minimum=0, maximum=999),
+        Hyper("gluing", "choice", "projected", "projected (PSLD) or autoencoder (GML-DPS: E(D(zhat_0)) without "
+              "projection)", _PSLD_REPO, choices=GLUING_MODES),
+        Hyper("encoder_sample", "bool", True, "sample the encoder posterior (official) or use its mean",
+              "official `get_first_stage_encoding`"),
+        Hyper("prediction_noise_std", "float", 0.0, "the official `noiser` on A D(zhat_0); 0 disables it",
+              "official `noiser` (docs/method.md#psld)", minimum=0),
+        Hyper("trace", "bool", False, "record per-step scalars", "diagnostics", configurable=False,
+              config_note="set by `dwgf solve`"),
+    ],
+    official={
+        "box_inpainting": OfficialTask({"gamma": 1e-2, "omega": 1e-1}, _PSLD_TASKS),
+        "sr_avgpool": OfficialTask({"gamma": 0.1, "omega": 1.0}, _PSLD_TASKS),
+        "sr_bicubic": OfficialTask({"gamma": 0.1, "omega": 1.0}, _PSLD_TASKS),
+    },
+)  # fmt: skip
+
+#: Derived from :data:`HYPER`: name -> default, and operator name -> official settings (operators not listed use
+#: the defaults).
+DEFAULTS: dict[str, Any] = HYPER.defaults
+TASK_DEFAULTS: dict[str, dict[str, Any]] = HYPER.task_defaults
 
 #: Default number of DDIM steps (official PSLD: 1000).
-N_STEPS = 1000
+N_STEPS = HYPER.n_steps
 
 #: Per-step scalars recorded when ``trace=True`` (means over particles).
 TRACE_KEYS = ("measurement_error", "gluing_error", "grad_norm")
 
-GLUING_MODES = ("projected", "autoencoder")
 
-
-def resolve_hyper(hyper: dict[str, Any], defaults: dict[str, Any] | None = None, name: str = "PSLD") -> dict[str, Any]:
-    """``defaults`` (PSLD's :data:`DEFAULTS`) updated with ``hyper``; ValueError naming any bad key or value."""
-    defaults = DEFAULTS if defaults is None else defaults
-    unknown = sorted(set(hyper) - set(defaults))
-    if unknown:
-        raise ValueError(f"unknown {name} hyper-parameter(s) {unknown}; valid keys are {sorted(defaults)}")
-    resolved = {**defaults, **hyper}
-    for key in ("omega", "gamma", "eta", "prediction_noise_std"):
-        if key not in resolved:
-            continue
-        value = resolved[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ValueError(f"{name} hyper-parameter {key!r} must be a finite number >= 0, got {value!r}")
-    if resolved.get("eta", 0.0) > 1.0:
-        raise ValueError(f"{name} hyper-parameter 'eta' must be in [0, 1] (DDIM), got {resolved['eta']!r}")
-    for key in ("encoder_sample", "trace"):
-        if key in resolved and not isinstance(resolved[key], bool):
-            raise ValueError(f"{name} hyper-parameter {key!r} must be a bool, got {resolved[key]!r}")
-    if "gluing" in resolved and resolved["gluing"] not in GLUING_MODES:
-        raise ValueError(f"{name} hyper-parameter 'gluing' must be one of {GLUING_MODES}, got {resolved['gluing']!r}")
-    for key in ("t_max", "t_min"):
-        if isinstance(resolved[key], bool) or not isinstance(resolved[key], int):
-            raise ValueError(f"{name} hyper-parameter {key!r} must be an int timestep, got {resolved[key]!r}")
-    return resolved
+def resolve_hyper(hyper: dict[str, Any]) -> dict[str, Any]:
+    """:data:`DEFAULTS` updated with ``hyper``; ValueError naming any bad key or value (:data:`HYPER`)."""
+    return HYPER.resolve(hyper)
 
 
 def ddim_coefficients(alphas_cumprod: torch.Tensor, timesteps: list[int], eta: float) -> list[dict[str, float]]:

@@ -41,7 +41,9 @@ the lower middle value for an even count), k_ij = exp(-d_ij^2 / h_i) and g_i = s
 
 see :func:`repulsion`. It is undefined for N < 3 (log(N - 1) <= 0), which raises. ``sigma_break=None`` applies it at
 every step (official RLSD); an int T applies it only while t > T. The DWGF copy gates on sigma_t > sigma[k] with
-k = int(num_steps / 1000 * sigma_break) = int(999 / 1000 * 600) = 599 (sigma_t increases with t), i.e. T = 599 here.
+k = int(num_steps / 1000 * sigma_break) = int(999 / 1000 * 600) = 599, an index into its *descending* 999-step
+schedule t = 999, 998, ..., so sigma[599] is the sigma of t = 999 - 599 = 400; since sigma_t increases with t, the
+gate holds for t = 999 ... 401, which is ``sigma_break=400`` here (not 599: 599 is a position, not a timestep).
 
 Per-task official settings are data in :data:`TASK_DEFAULTS` / :data:`TASK_N_PARTICLES`; :func:`solve` does not look
 them up: the caller (CLI/config) merges ``{**DEFAULTS, **TASK_DEFAULTS.get(operator.name, {})}``.
@@ -68,85 +70,86 @@ from dwgf.solvers.base import (
     progress_bar,
     randn,
 )
+from dwgf.solvers.hyper import Hyper, HyperSpec, OfficialTask
 
-#: Defaults of the RLSD configuration file ``configs/algo/rsd_stable.yaml`` (identical in the official RLSD
-#: repository and the DWGF copy; docs/method.md#rlsd): w_t 0.1, rho 0.2, lr_x 0.2, lr_z 0.2, no repulsion (gamma 0,
-#: dino_flag False), Adam betas (0.9, 0.99). ``n_particles`` (4) and ``n_steps`` (998: t = 999..2) are arguments.
-DEFAULTS: dict[str, Any] = {
-    "augmented": True,
-    "w_t": 0.1,
-    "rho": 0.2,
-    "lr_x": 0.2,
-    "lr_z": 0.2,
-    "betas": (0.9, 0.99),
-    "adam_eps": 1e-8,
-    "prior_weight_over_rho": True,  # official RLSD: prior weight w_t / rho; DWGF repository copy: w_t
-    "repulsion_gamma": 0.0,  # official ``gamma`` (DINO repulsion strength); 0 disables the repulsion
-    "feature_extractor": None,  # callable images -> features, required when repulsion_gamma > 0
-    "sigma_break": None,  # None: repulsion at every step; int T: only while t > T (DWGF copy: T = 599)
-    "t_max": 999,
-    "t_min": 2,
-    "trace": False,
-}
+#: The hyper-parameters, declared once (:mod:`dwgf.solvers.hyper`): defaults of the RLSD configuration file
+#: ``configs/algo/rsd_stable.yaml`` (identical in the official RLSD repository and the DWGF copy; docs/method.md#rlsd):
+#: w_t 0.1, rho 0.2, lr_x 0.2, lr_z 0.2, no repulsion (gamma 0, dino_flag False), Adam betas (0.9, 0.99).
+#: ``n_particles`` (4) and ``n_steps`` (998: t = 999..2) are arguments. Official per-task settings of the RLSD
+#: repository (``constrained_sampling/runs/*.sh``, docs/method.md#rlsd), all with sigma_y 0.001, 999 scheduler steps
+#: and no repulsion, keyed by operator name: ``half_face.sh`` (inp_large_box): N 4, w_t 0.15, rho 0.07, lr_x 0.4,
+#: lr_z 0.8; ``sr.sh`` (sr8): N 2, w_t 0.01, rho 0.05, lr_x 0.4, lr_z 0.6.
+_RSD_YAML = "RLSD `configs/algo/rsd_stable.yaml`"
 
-#: Official per-task settings of the RLSD repository (``constrained_sampling/runs/*.sh``, docs/method.md#rlsd), all with
-#: sigma_y 0.001, 999 scheduler steps and no repulsion; keys are operator names. ``half_face.sh`` (inp_large_box):
-#: N 4, w_t 0.15, rho 0.07, lr_x 0.4, lr_z 0.8. ``sr.sh`` (sr8): N 2, w_t 0.01, rho 0.05, lr_x 0.4, lr_z 0.6.
-TASK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "box_inpainting": {"w_t": 0.15, "rho": 0.07, "lr_x": 0.4, "lr_z": 0.8},
-    "sr_avgpool": {"w_t": 0.01, "rho": 0.05, "lr_x": 0.4, "lr_z": 0.6},
-}
 
-#: Official number of particles per task (same source as :data:`TASK_DEFAULTS`).
-TASK_N_PARTICLES: dict[str, int] = {"box_inpainting": 4, "sr_avgpool": 2}
+def _check_combinations(resolved: dict[str, Any]) -> None:
+    if resolved["augmented"] and resolved["prior_weight_over_rho"] and not resolved["rho"] > 0:
+        raise ValueError("RLSD hyper-parameter 'rho' must be > 0 when prior_weight_over_rho=True (weight w_t / rho)")
+    if resolved["repulsion_gamma"] > 0 and resolved["feature_extractor"] is None:
+        raise ValueError(
+            "RLSD repulsion_gamma > 0 needs feature_extractor=<callable images -> features> (officially DINO "
+            "ViT-S/16, which is not available offline); pass one or set repulsion_gamma=0"
+        )
+
+
+HYPER = HyperSpec(
+    solver="rlsd",
+    label="RLSD",
+    n_particles=4,
+    n_steps=998,
+    source="the official RLSD code (`constrained_sampling/algos/rsd.py`, docs/method.md#rlsd)",
+    schedule=(999, 2),
+    params=[
+        Hyper("augmented", "bool", True, "half-quadratic splitting with a pixel variable x (official RLSD)",
+              "official `rsd.py`"),
+        Hyper("w_t", "float", 0.1, "prior weight", _RSD_YAML, minimum=0),
+        Hyper("rho", "float", 0.2, "x-z coupling weight", _RSD_YAML, minimum=0),
+        Hyper("lr_x", "float", 0.2, "Adam step size on x", _RSD_YAML, minimum=0, exclusive_minimum=True),
+        Hyper("lr_z", "float", 0.2, "Adam step size on z", _RSD_YAML, minimum=0, exclusive_minimum=True),
+        Hyper("betas", "float_pair", (0.9, 0.99), "Adam betas", "official `rsd.py`", minimum=0, maximum=1,
+              exclusive_maximum=True),
+        Hyper("adam_eps", "float", 1e-8, "Adam eps", "torch.optim.Adam default", minimum=0, exclusive_minimum=True),
+        Hyper("prior_weight_over_rho", "bool", True, "prior weight w_t / rho (official RLSD) or w_t (DWGF repo copy)",
+              "official `rsd.py` vs the DWGF copy (docs/method.md#rlsd)"),
+        Hyper("repulsion_gamma", "float", 0.0, "repulsion strength (official `gamma`); 0 disables it", _RSD_YAML,
+              minimum=0, config_maximum=0,
+              config_note="repulsion needs a feature extractor (DINO), which a config cannot provide"),
+        Hyper("feature_extractor", "callable", None, "callable images -> features, needed when repulsion_gamma > 0",
+              "officially DINO ViT-S/16 (not available offline)", configurable=False,
+              config_note="a Python callable"),
+        Hyper("sigma_break", "int", None, "None: repulsion at every step; T: only while t > T (DWGF copy: T = 400)",
+              "DWGF copy of RLSD (sigma_break 600 in its 1000-step units)", minimum=0, maximum=999, nullable=True),
+        Hyper("t_max", "int", 999, "first timestep", "official loop over `ts[:-1]`", minimum=0, maximum=999),
+        Hyper("t_min", "int", 2, "last timestep", "official loop over `ts[:-1]`", minimum=0, maximum=999),
+        Hyper("trace", "bool", False, "record per-step scalars", "diagnostics", configurable=False,
+              config_note="set by `dwgf solve`"),
+    ],
+    checks=[_check_combinations],
+    official={
+        "box_inpainting": OfficialTask(
+            {"w_t": 0.15, "rho": 0.07, "lr_x": 0.4, "lr_z": 0.8}, "RLSD `constrained_sampling/runs/half_face.sh`", 4
+        ),
+        "sr_avgpool": OfficialTask(
+            {"w_t": 0.01, "rho": 0.05, "lr_x": 0.4, "lr_z": 0.6}, "RLSD `constrained_sampling/runs/sr.sh`", 2
+        ),
+    },
+)  # fmt: skip
+
+#: Derived from :data:`HYPER`: name -> default, operator -> official settings, operator -> official N.
+DEFAULTS: dict[str, Any] = HYPER.defaults
+TASK_DEFAULTS: dict[str, dict[str, Any]] = HYPER.task_defaults
+TASK_N_PARTICLES: dict[str, int] = HYPER.task_n_particles
 
 #: Default number of steps: t = 999, ..., 2 (the official loop over ``ts[:-1]``).
-N_STEPS = 998
+N_STEPS = HYPER.n_steps
 
 #: Per-step scalars recorded when ``trace=True``.
 TRACE_KEYS = ("data_fit", "coupling", "prior_grad_norm", "repulsion_norm")
 
 
 def resolve_hyper(hyper: dict[str, Any]) -> dict[str, Any]:
-    """:data:`DEFAULTS` updated with ``hyper``; ValueError naming any unknown key or invalid value."""
-    unknown = sorted(set(hyper) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown RLSD hyper-parameter(s) {unknown}; valid keys are {sorted(DEFAULTS)}")
-    resolved = {**DEFAULTS, **hyper}
-    for key in ("w_t", "rho", "repulsion_gamma"):
-        value = resolved[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ValueError(f"RLSD hyper-parameter {key!r} must be a finite number >= 0, got {value!r}")
-    for key in ("lr_x", "lr_z", "adam_eps"):
-        value = resolved[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"RLSD hyper-parameter {key!r} must be a number > 0, got {value!r}")
-    if resolved["augmented"] and resolved["prior_weight_over_rho"] and not resolved["rho"] > 0:
-        raise ValueError("RLSD hyper-parameter 'rho' must be > 0 when prior_weight_over_rho=True (weight w_t / rho)")
-    betas = tuple(resolved["betas"])
-    if len(betas) != 2 or not all(0.0 <= float(b) < 1.0 for b in betas):
-        raise ValueError(f"RLSD hyper-parameter 'betas' must be two numbers in [0, 1), got {resolved['betas']!r}")
-    resolved["betas"] = (float(betas[0]), float(betas[1]))
-    for key in ("augmented", "prior_weight_over_rho", "trace"):
-        if not isinstance(resolved[key], bool):
-            raise ValueError(f"RLSD hyper-parameter {key!r} must be a bool, got {resolved[key]!r}")
-    for key in ("t_max", "t_min"):
-        if isinstance(resolved[key], bool) or not isinstance(resolved[key], int):
-            raise ValueError(f"RLSD hyper-parameter {key!r} must be an int timestep, got {resolved[key]!r}")
-    if resolved["sigma_break"] is not None and (
-        isinstance(resolved["sigma_break"], bool) or not isinstance(resolved["sigma_break"], int)
-    ):
-        raise ValueError(f"RLSD hyper-parameter 'sigma_break' must be None or an int, got {resolved['sigma_break']!r}")
-    if resolved["repulsion_gamma"] > 0 and resolved["feature_extractor"] is None:
-        raise ValueError(
-            "RLSD repulsion_gamma > 0 needs feature_extractor=<callable images -> features> (officially DINO "
-            "ViT-S/16, which is not available offline); pass one or set repulsion_gamma=0"
-        )
-    if resolved["feature_extractor"] is not None and not callable(resolved["feature_extractor"]):
-        raise ValueError(
-            f"RLSD hyper-parameter 'feature_extractor' must be callable, got {resolved['feature_extractor']!r}"
-        )
-    return resolved
+    """:data:`DEFAULTS` updated with ``hyper``; ValueError naming any unknown key or invalid value (:data:`HYPER`)."""
+    return HYPER.resolve(hyper)
 
 
 def prior_weight(hyper: dict[str, Any]) -> float:
