@@ -73,11 +73,11 @@ def separated_mixture():
 def test_mode_coverage_counts_visited_components():
     weights, means, _, chol = separated_mixture()
     particles = means[[0, 0, 2, 2]] + 0.1
-    assert testbed.mode_coverage(particles, weights, means, chol) == pytest.approx(0.7)
+    assert testbed.mode_coverage(particles, weights, weights, means, chol) == pytest.approx(0.7)
     assert testbed.component_assignments(particles, weights, means, chol).tolist() == [0, 0, 2, 2]
     # a collapsed cloud covers one component only
-    assert testbed.mode_coverage(means[[1, 1, 1, 1]], weights, means, chol) == pytest.approx(0.3)
-    assert testbed.mode_coverage(means, weights, means, chol) == pytest.approx(1.0)
+    assert testbed.mode_coverage(means[[1, 1, 1, 1]], weights, weights, means, chol) == pytest.approx(0.3)
+    assert testbed.mode_coverage(means, weights, weights, means, chol) == pytest.approx(1.0)
 
 
 def test_expected_mode_coverage_matches_exact_samples():
@@ -87,7 +87,7 @@ def test_expected_mode_coverage_matches_exact_samples():
     labels = torch.multinomial(weights, trials * n, replacement=True, generator=gen).reshape(trials, n)
     noise = torch.randn(trials, n, 2, generator=gen, dtype=F64)
     samples = means[labels] + torch.einsum("tnij,tnj->tni", torch.linalg.cholesky(covs)[labels], noise)
-    measured = np.mean([testbed.mode_coverage(s, weights, means, chol) for s in samples])
+    measured = np.mean([testbed.mode_coverage(s, weights, weights, means, chol) for s in samples])
     assert measured == pytest.approx(testbed.expected_mode_coverage(weights, n), abs=0.01)
     assert testbed.expected_mode_coverage(weights, 1) == pytest.approx(float((weights**2).sum()))
 
@@ -116,7 +116,7 @@ def test_calibration_ratio_is_one_for_matching_laws(scale):
 
 def test_mixture_and_calibration_rows_validate():
     weights, means, _, chol = separated_mixture()
-    rows = mixture_rows(means[[0, 1, 1, 1]], weights, means, chol, KEYS)
+    rows = mixture_rows(means[[0, 1, 1, 1]], weights, (weights, means, chol), KEYS)
     rows += calibration_rows(means[[0, 1, 1, 1]], means[0], KEYS, space="latent")
     rows += calibration_rows(means[[0]], means[0], KEYS, space="latent")
     rows += calibration_rows(means[[0, 0]], means[1], KEYS, space="latent")
@@ -127,4 +127,22 @@ def test_mixture_and_calibration_rows_validate():
     assert values["mode_coverage_exact_expected/ok"] == pytest.approx(testbed.expected_mode_coverage(weights, 4))
     assert "calibration_ratio/n_particles<2" in values and "calibration_ratio/zero_particle_spread" in values
     nan = torch.full((4, 2), float("nan"), dtype=F64)
-    assert validate_frame(mixture_rows(nan, weights, means, chol, KEYS))["status"].tolist()[1] == "non_finite_output"
+    assert (
+        validate_frame(mixture_rows(nan, weights, (weights, means, chol), KEYS))["status"].tolist()[1]
+        == "non_finite_output"
+    )
+
+
+def test_mixture_components_assign_prior_samples_to_their_component():
+    from test_gaussian_mixture import toy_prior
+
+    prior = toy_prior()
+    weights, means, chol = prior.mixture_components()
+    gen = make_generator(2)
+    covs = prior.parameters64()["mixture.covariances"]
+    for k in range(3):
+        samples = means[k] + torch.randn(200, 2, generator=gen, dtype=F64) @ torch.linalg.cholesky(covs[k]).T
+        share = (testbed.component_assignments(samples, weights, means, chol) == k).double().mean()
+        assert share > 0.85, (k, share)
+    # posterior weights decide the coverage, the prior decides the assignment
+    assert testbed.mode_coverage(means[[0]], torch.tensor([0.2, 0.5, 0.3], dtype=F64), weights, means, chol) == 0.2

@@ -181,27 +181,27 @@ def posterior_rows(
 def mixture_rows(
     latents: torch.Tensor,
     weights: torch.Tensor,
-    means: torch.Tensor,
-    precision_cholesky: torch.Tensor,
+    prior_components: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     keys: RowKeys,
 ) -> list[dict[str, Any]]:
     """Multimodality rows of one image (latent space; :mod:`dwgf.metrics.testbed`'s docstring states the rules).
 
     * ``posterior_weight_entropy``/``nats``: H(w) of the exact posterior's component weights (a property of the
       observation, the same for every method);
-    * ``mode_coverage``/``assignment=argmax_posterior_responsibility``: posterior mass of the visited components;
+    * ``mode_coverage``/``assignment=argmax_prior_responsibility``: posterior mass (``weights``) of the components
+      visited; ``prior_components`` = (pi, mu, Cholesky factors of Sigma^-1) of the prior mixture that assigns;
     * ``mode_coverage_exact_expected``/``n=<N>``: sum_k w_k (1 - (1 - w_k)^N), what N exact samples reach on
       average -- the reference value for ``mode_coverage`` at this N.
     """
     z = torch.as_tensor(latents)
     finite = bool(torch.isfinite(z).all())
     status = STATUS_OK if finite else STATUS_NON_FINITE
-    coverage = testbed.mode_coverage(z, weights, means, precision_cholesky) if finite else None
+    coverage = testbed.mode_coverage(z, weights, *prior_components) if finite else None
     n = z.shape[0]
     return [
         keys.row(metric="posterior_weight_entropy", protocol="space=latent;nats",
                  value=testbed.component_weight_entropy(weights), network=PIXEL_IMPLEMENTATION),
-        keys.row(metric="mode_coverage", protocol="space=latent;assignment=argmax_posterior_responsibility",
+        keys.row(metric="mode_coverage", protocol="space=latent;assignment=argmax_prior_responsibility",
                  value=coverage, status=status, network=PIXEL_IMPLEMENTATION),
         keys.row(metric="mode_coverage_exact_expected", protocol=f"space=latent;n={n}",
                  value=testbed.expected_mode_coverage(weights, n), network=PIXEL_IMPLEMENTATION),

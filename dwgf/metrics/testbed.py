@@ -28,11 +28,14 @@ Multimodality (the exact posterior is a mixture sum_k w_k N(m_k, C_k), in latent
 
 * :func:`component_weight_entropy` -- H(w) = -sum_k w_k log w_k in nats (0 = one component holds all the mass;
   log K = uniform); exp(H) is the effective number of posterior modes. It selects the multimodal test problems.
-* :func:`mode_coverage` -- assignment rule: particle z_i *visits* component a(z_i) = argmax_k w_k N(z_i; m_k, C_k)
-  (the component with the highest exact posterior responsibility for that particle). Coverage = sum of w_k over
-  the visited components, in [0, 1]; 1 = every component with posterior mass was visited. N particles drawn from
-  the exact posterior reach :func:`expected_mode_coverage` = sum_k w_k (1 - (1 - w_k)^N) on average when the
-  components are well separated (the assignment then recovers the component each sample came from).
+* :func:`mode_coverage` -- posterior component k of the test bed is prior component k conditioned on y, so a mode
+  is named by its prior component. Assignment rule: particle z_i *visits* a(z_i) = argmax_k pi_k N(z_i; mu_k,
+  Sigma_k), the component with the highest *prior* responsibility for that particle (the prior's components are
+  wide, so the rule stays meaningful for a particle that missed the narrow posterior; the posterior's own
+  responsibilities would be decided by its narrowest directions). Coverage = sum of the posterior weights w_k
+  over the visited components, in [0, 1]; 1 = every component with posterior mass was visited. N particles drawn
+  from the exact posterior reach :func:`expected_mode_coverage` = sum_k w_k (1 - (1 - w_k)^N) on average when
+  the assignment recovers the component each sample came from (well-separated components).
 * :func:`calibration_ratio` -- how well the particle spread predicts the error of the particle mean against the
   ground truth: mean_d (x_d - xbar_d)^2 / ((1 + 1/N) mean_d s_d^2), s_d^2 the across-particle sample variance
   (N - 1 in the denominator). If the ground truth and the N particles are independent draws of one posterior
@@ -198,11 +201,16 @@ def component_assignments(
 
 
 def mode_coverage(
-    latents: torch.Tensor, weights: torch.Tensor, means: torch.Tensor, precision_cholesky: torch.Tensor
+    latents: torch.Tensor,
+    posterior_weights: torch.Tensor,
+    weights: torch.Tensor,
+    means: torch.Tensor,
+    precision_cholesky: torch.Tensor,
 ) -> float:
-    """Sum of the posterior weights w_k of the components visited by at least one particle (module docstring)."""
+    """Sum of ``posterior_weights`` over the components visited by at least one particle (module docstring);
+    ``weights``, ``means``, ``precision_cholesky`` are the mixture that assigns them (the prior's)."""
     visited = component_assignments(latents, weights, means, precision_cholesky).unique()
-    w = torch.as_tensor(weights).detach().cpu().to(torch.float64).reshape(-1)
+    w = torch.as_tensor(posterior_weights).detach().cpu().to(torch.float64).reshape(-1)
     return float(w[visited].sum())
 
 

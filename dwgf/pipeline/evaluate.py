@@ -76,7 +76,8 @@ def _posterior_reference(prior, operator, sigma_y: float, y, seed: int) -> dict[
     return {
         "image": (posterior.mean_image[0], posterior.std_image[0], SlicedReference(samples_x)),
         "latent": (posterior.mean_latent, posterior.std_latent, SlicedReference(samples_z.flatten(1))),
-        "components": (posterior.weights, posterior.means, posterior.precision_cholesky),
+        "weights": posterior.weights,
+        "prior_components": prior.mixture_components(),
     }
 
 
@@ -91,7 +92,7 @@ def _posterior_rows(reference: dict[str, Any], particles, latents, keys, gt=None
     for space, values in spaces:
         mean, std, sliced = reference[space]
         rows += posterior_rows(values, mean, std, sliced, keys, space=space)
-    rows += mixture_rows(spaces[1][1], *reference["components"], keys)
+    rows += mixture_rows(spaces[1][1], reference["weights"], reference["prior_components"], keys)
     if gt is not None:
         gt64 = gt.to(torch.float64)
         rows += calibration_rows(spaces[0][1], gt64, keys, space="image")

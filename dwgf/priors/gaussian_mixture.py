@@ -197,6 +197,12 @@ class GaussianMixturePrior(LatentPrior):
         """The float64 CPU master tensors (``decoder.W``, ``decoder.s``, ``decoder.b``, ``mixture.*``)."""
         return dict(self._master)
 
+    def mixture_components(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(pi (K,), mu (K, d), L (K, d, d)) of the clean prior; L_k = lower Cholesky factor of Sigma_k^-1 (float64)."""
+        precisions = self._eigvecs @ torch.diag_embed(1.0 / self._eigvals) @ self._eigvecs.mT
+        chol = torch.linalg.cholesky(0.5 * (precisions + precisions.mT))
+        return self._master["mixture.weights"], self._master["mixture.means"], chol
+
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | str | None = None
     ) -> GaussianMixturePrior:
