@@ -76,11 +76,11 @@ def test_general_prior_gradient_equals_the_official_inline_term(problem):
     hp = resolve_hyper({})
     z = randn((3, 4, 8, 8), make_generator(1), "cpu", torch.float32)
     t = 500
-    g, pi = prior_gradient(prior, z, t, make_generator(2), hp, 768)
+    g, pi = prior_gradient(prior, z, t, [make_generator(2)], hp, 768)
     sqrt_abar, sqrt_1m = noise_level(prior.alphas_cumprod, t)
     eps = randn(z.shape, make_generator(2), "cpu", torch.float32)
     z_t = sqrt_abar * z + sqrt_1m * eps
-    eps_tilde, pi_ref = kde_noise_estimate(z_t, z, sqrt_abar, sqrt_1m)
+    eps_tilde, pi_ref = kde_noise_estimate(z_t, z, sqrt_abar, sqrt_1m, n_images=1)
     expected = (0.15 * (sqrt_1m / sqrt_abar) / 768) * (prior.eps(z_t, t) - eps_tilde)
     assert torch.equal(g, expected) and torch.equal(pi, pi_ref)
 
@@ -175,3 +175,21 @@ def test_variance_reduction_of_the_prior_gradient(problem):
     assert variance["k4"] < 0.4 * variance["official"]  # ~1/4 for independent draws
     assert variance["antithetic"] < 0.6 * variance["official"]
     assert variance["control_variate"] < variance["official"]
+
+
+@pytest.mark.parametrize(
+    "hyper",
+    [
+        {"svgd_weight": 50.0, "antithetic": True, "lr_schedule": "cosine", "lr_floor": 0.1},
+        {"shared_noise": True, "control_variate": True, "n_noise_draws": 2, "sigma_enc": 0.05},
+        {"likelihood_std": 0.01, "gamma": 1.0, "kde_bandwidth": 2.0, "feature_repulsion": 10.0},
+    ],
+)
+def test_batched_variant_solve_equals_solo_solves(problem, hyper):
+    prior, crops = problem
+    A = make_operator("sr_avgpool", SIZE, factor=8)
+    ys = torch.cat([observe(A, crops[k : k + 1], k) for k in range(2)])
+    batched = solve(prior, A, ys, 3, [make_generator(20 + k) for k in range(2)], n_steps=8, progress=False, **hyper)
+    for k in range(2):
+        solo = solve(prior, A, ys[k : k + 1], 3, make_generator(20 + k), n_steps=8, progress=False, **hyper)
+        assert torch.equal(batched[k].latents, solo.latents), k

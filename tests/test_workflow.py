@@ -203,6 +203,26 @@ def test_specs_change_only_with_relevant_config():
     assert base.observe_spec("sr8") != other_task.observe_spec("sr8")
 
 
+def test_batch_images_resolves_per_method_and_stays_out_of_every_spec():
+    """batch_images: method value, else suite value, else 1; changing it changes no spec (no result is redone)."""
+    base = Plan(suite_config("smoke", lambda s: s.pop("batch_images", None)))
+    batched = Plan(
+        suite_config("smoke", lambda s: (s.update(batch_images=4), s["methods"]["psld"].update(batch_images=2)))
+    )
+    assert base.batch_images("dwgf") == 1
+    assert (batched.batch_images("dwgf"), batched.batch_images("psld")) == (4, 2)
+    for method in ("dwgf", "psld"):
+        assert base.solve_spec(method, "box", MAIN) == batched.solve_spec(method, "box", MAIN)
+        assert base.evaluate_spec(method, "box", MAIN) == batched.evaluate_spec(method, "box", MAIN)
+    for edit, key in (
+        (lambda s: s.update(batch_images=0), "suites.smoke.batch_images"),
+        (lambda s: s["methods"]["rlsd"].update(batch_images="8"), "suites.smoke.methods.rlsd.batch_images"),
+    ):
+        with pytest.raises(ConfigError) as error:
+            validate_config(suite_config("smoke", edit))
+        assert repr(key) in str(error.value)
+
+
 # -- Snakemake dry runs -----------------------------------------------------------------------------------------
 def job_stats(output: str) -> dict[str, int]:
     table = output[output.index("Job stats:") :]

@@ -53,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ids", required=True, help="comma-separated image ids of the shard")
     p.add_argument("--out", required=True, help="shard completion record to write")
     p.add_argument("--no-progress", action="store_true", help="hide the per-step progress bar")
+    p.add_argument(
+        "--batch-images", type=int, default=1, help="images solved at once (one batched solve); not part of the spec"
+    )
 
     p = verb("evaluate", _evaluate, "per-image, per-particle metric rows of one shard -> Parquet")
     p.add_argument("--shard", required=True, help="record of `dwgf solve`")
@@ -139,7 +142,16 @@ def _solve(args: argparse.Namespace) -> int:
     from dwgf.pipeline.solve import solve_shard
 
     ids = [i for i in args.ids.split(",") if i]
-    solve_shard(args.spec, args.root, args.prior, args.observations, ids, args.out, progress=not args.no_progress)
+    solve_shard(
+        args.spec,
+        args.root,
+        args.prior,
+        args.observations,
+        ids,
+        args.out,
+        progress=not args.no_progress,
+        batch_images=args.batch_images,
+    )
     return 0
 
 

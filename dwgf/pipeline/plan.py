@@ -9,7 +9,8 @@ Vocabulary
 ----------
 * **task**: an operator with its parameters and sigma_y (``suites.<s>.tasks.<task>``).
 * **method**: a solver of :mod:`dwgf.solvers` with N, step count and hyper-parameters, optionally overridden
-  per task (``per_task``).
+  per task (``per_task``). A method named otherwise names its solver (``dwgf_svgd: {solver: dwgf, ...}``): a
+  named variant, with rows of its own in every table.
 * **variant**: ``main`` (the method's settings) or ``<ablation>-<value>`` for one ablation value
   (``gamma-0.05``). An ablation value equal to the main setting *is* the main variant (no duplicate solve):
   its rows are read from ``main`` restricted to the ablation's images.
@@ -148,11 +149,15 @@ class Plan:
     def _where(self, *keys: str) -> str:
         return ".".join(["suites", self.suite, *keys])
 
+    def solver(self, method: str) -> str:
+        """The solver of ``method``: its ``solver`` key (a named variant such as ``dwgf_svgd``) or its own name."""
+        return self.spec["methods"][method].get("solver", method)
+
     def hyper_keys(self, method: str) -> list[str]:
-        """The hyper-parameter names the config may set for ``method`` (its declaration's configurable keys)."""
+        """The hyper-parameter names the config may set for ``method`` (its solver's configurable keys)."""
         from dwgf.solvers import solver_hyper
 
-        return solver_hyper(method).configurable
+        return solver_hyper(self.solver(method) if method in self.spec["methods"] else method).configurable
 
     def _check_methods(self) -> None:
         for method, settings in self.spec["methods"].items():
@@ -312,6 +317,13 @@ class Plan:
         size = self.spec["shard_size"]
         return [f"{k:03d}" for k in range(math.ceil(len(ids) / size))]
 
+    def batch_images(self, method: str) -> int:
+        """Images one ``dwgf solve`` solves at once for ``method``: the method's ``batch_images``, else the suite's,
+        else 1. Not part of any spec (an image's result does not depend on its batch, dwgf/pipeline/solve.py)."""
+        if method not in self.spec["methods"]:
+            raise ConfigError(f"method {method!r} is not in suite {self.suite!r}; methods are {self.methods}")
+        return int(self.spec["methods"][method].get("batch_images", self.spec.get("batch_images", 1)))
+
     def shard_ids(self, method: str, task: str, variant: str, shard: str) -> list[str]:
         ids = self.variant_ids(method, task, variant)
         size = self.spec["shard_size"]
@@ -437,6 +449,7 @@ class Plan:
             "device": self.spec["device"],
             "dtype": self.spec["dtype"],
             "method": method,
+            **({"solver": self.solver(method)} if self.solver(method) != method else {}),
             "variant": variant,
             "task": self.task_spec(task),
             **self.settings(method, task, variant),

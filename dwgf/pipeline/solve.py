@@ -5,9 +5,15 @@ Per image (``solve/<method>/<task>/<variant>/images/``):
 * ``<id>.npz``: ``particles`` (N, 3, H, W) float32, unclamped D(z) after the final update; ``latents``
   (N, c, h, w); plus every tensor of ``SolveResult.extras`` as ``extra_<name>``;
 * ``<id>_p<j>.png``: particle j, clamped and quantised (README.md ("Conventions") PNG convention);
-* ``<id>.json``: status (``ok`` / ``diverged`` / ``error``), runtime, peak memory, the resolved hyper-parameters,
-  the sha256 of the files above, of the job spec and of the inputs (``inputs``: observation npz, prior record) --
-  written last, atomically.
+* ``<id>.json``: status (``ok`` / ``diverged``), runtime, peak memory, the resolved hyper-parameters, the sha256 of
+  the files above, of the job spec and of the inputs (``inputs``: observation npz, prior record) -- written last,
+  atomically.
+
+Batches: the shard's unfinished images are solved ``batch_images`` at a time (``--batch-images``; config key
+``batch_images`` per suite and per method, workflow/README.md), as one batched solve with one generator per image
+(dwgf/solvers/base.py). An image's particles do not depend on the batch it was solved in, so ``batch_images`` is not
+part of the spec and its hash: changing it leaves every complete record valid. ``runtime_s`` of an image is its
+share of its batch's wall time (``batch_runtime_s`` / ``batch_images`` of the record).
 
 Resume: an image whose ``<id>.json`` exists, was made from the same spec (sha256), was solved from the same inputs
 and whose files still hash to the recorded values is not solved again, so re-running a killed job redoes only the
@@ -18,18 +24,22 @@ shard and the stale images are solved again instead of being kept (``dwgf verify
 STALE; dwgf/audit/README.md). Seeds are per image, ``derive_seed(seed, "solve", method, task, variant, id)``, so a
 resumed shard gives the same values as an uninterrupted one.
 
-One image that fails (an exception) is recorded with status ``error`` and its message and does not stop the other
-images; a shard in which *every* image fails exits with an error (that is a bug or a broken set-up, not bad
-luck). The shard's completion record ``shard-<k>.prov.json`` (a provenance record indexing the per-image
-records) is written last.
+Outcome vs failure: a solver's divergence is a result (status ``diverged`` with its step, recorded per image).
+Anything else -- an exception in the solver, out of memory, an I/O error such as a full disk, a missing input --
+fails the job: one line ``[dwgf solve] FAILED on image <id> ...: <error>`` in the log, the exception re-raised
+(non-zero exit), and no record for the images of the failed batch nor the shard's completion record. Images
+finished before the failure keep their complete records, so the rerun (by Snakemake, Slurm, or by hand) resumes
+from them. A killed process leaves the same state, since every file is written atomically and the image record
+last. The shard's completion record ``shard-<k>.prov.json`` (a provenance record indexing the per-image records)
+is written last.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +51,7 @@ from dwgf.pipeline.records import read_step_record, require, resolve
 from dwgf.provenance import Recorder, config_hash, peak_memory_bytes, relative_to_root
 from dwgf.seeding import derive_seed, make_generator
 
+#: Status of records written before job failures failed the job (never written now; such a record is not complete).
 STATUS_ERROR = "error"
 IMAGE_RECORD_SCHEMA = "dwgf.solve_image/1"
 #: Hyper-parameters the verb supplies itself (from the observation), never from the config.
@@ -123,7 +134,12 @@ def solve_shard(
     ids: list[str],
     out: str | os.PathLike,
     progress: bool = True,
+    batch_images: int = 1,
 ) -> dict[str, Any]:
+    """Solve the shard ``ids`` in batches of ``batch_images``; write per-image records, then the shard record.
+
+    Any exception (module docstring, "Outcome vs failure") propagates after one log line naming the image(s).
+    """
     import torch
 
     from dwgf.solvers import get_solver
@@ -131,6 +147,8 @@ def solve_shard(
     require(spec, "method", "task", "variant", "n_particles", "n_steps", "hyper", "seed", "device", "dtype")
     if not ids:
         raise ValueError("--images is empty; pass the shard's image ids")
+    if isinstance(batch_images, bool) or not isinstance(batch_images, int) or batch_images < 1:
+        raise ValueError(f"batch_images must be a positive int, got {batch_images!r}")
     bad = [key for key in spec["hyper"] if key in OBSERVATION_HYPER or key == "trace"]
     if bad:
         raise ValueError(f"config hyper-parameters {bad} are set by `dwgf solve` itself; remove them from the config")
@@ -153,11 +171,12 @@ def solve_shard(
             f"the spec builds {operator.params()}; re-run `dwgf observe` for task {task['name']!r}"
         )
     prior, _ = load_pipeline_prior(root, prior_record, spec["device"], spec["dtype"])
-    solve = get_solver(method)
+    solve = get_solver(spec.get("solver", method))
     seeds = {i: derive_seed(spec["seed"], "solve", method, task["name"], variant, i) for i in ids}
     recorder = Recorder("solve", root=root, config=spec, seeds=seeds)
 
     records: dict[str, dict[str, Any]] = {}
+    pending: list[tuple[str, dict[str, str]]] = []
     for image_id in ids:
         if image_id not in observations["extra"]["images"]:
             raise ValueError(
@@ -169,71 +188,105 @@ def solve_shard(
         if done is not None:
             print(f"[dwgf solve] {image_id}: complete from an earlier run, skipped", flush=True)
             records[image_id] = done
-            continue
-        records[image_id] = _solve_one(
-            solve, prior, operator, spec, spec_sha256, root, observations, image_id, seeds[image_id], folder, progress,
-            inputs,
-        )  # fmt: skip
-        print(
-            f"[dwgf solve] {image_id}: {records[image_id]['status']} in {records[image_id]['runtime_s']:.1f} s",
-            flush=True,
-        )
+        else:
+            pending.append((image_id, inputs))
 
-    if all(r["status"] == STATUS_ERROR for r in records.values()):
-        first = next(iter(records.values()))
-        raise RuntimeError(f"every image of the shard failed; first error:\n{first['error']}")
+    job = _SolveJob(solve, prior, operator, spec, spec_sha256, root, observations, seeds, folder, progress)
+    for start in range(0, len(pending), batch_images):
+        batch = pending[start : start + batch_images]
+        for image_id, record in job.run(batch).items():
+            records[image_id] = record
+            print(
+                f"[dwgf solve] {image_id}: {record['status']} in {record['runtime_s']:.1f} s "
+                f"(batch of {record['batch_images']})",
+                flush=True,
+            )
+
     recorder.extra["images"] = {
         image_id: {
             "record": relative_to_root(image_record_path(folder, image_id), root),
-            "status": record["status"],
-            "files": {name: relative_to_root(folder / rel, root) for name, rel in record["file_names"].items()},
+            "status": records[image_id]["status"],
+            "files": {
+                name: relative_to_root(folder / rel, root) for name, rel in records[image_id]["file_names"].items()
+            },
         }
-        for image_id, record in records.items()
+        for image_id in ids
     }
     outputs = [image_record_path(folder, i) for i in ids]
-    outputs += [folder / rel for r in records.values() for rel in r["files"]]
+    outputs += [folder / rel for i in ids for rel in records[i]["files"]]
     inputs = [Path(prior_record), Path(observations_record)]
     inputs += [resolve(root, observations["extra"]["images"][i]["npz"]) for i in ids]
     return recorder.write(out, outputs=outputs, inputs=inputs, device=spec["device"], dtype=spec["dtype"])
 
 
-def _solve_one(
-    solve, prior, operator, spec, spec_sha256, root, observations, image_id, seed, folder, progress, inputs
-):  # fmt: skip
-    import torch
+class _SolveJob:
+    """What every batch of one shard shares; :meth:`run` solves one batch and writes its images' files."""
 
-    started = time.perf_counter()
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.reset_peak_memory_stats()
-    hyper = dict(spec["hyper"])
-    if "betas" in hyper:
-        hyper["betas"] = tuple(hyper["betas"])
-    record: dict[str, Any] = {
-        "schema": IMAGE_RECORD_SCHEMA,
-        "image_id": image_id,
-        "seed": seed,
-        "spec_sha256": spec_sha256,
-        "inputs": inputs,
-    }
-    try:
-        observation = load_observation(root, observations, image_id)
-        device = prior.device
-        y = torch.from_numpy(observation["y"]).to(device=device, dtype=prior.dtype)
+    def __init__(self, solve, prior, operator, spec, spec_sha256, root, observations, seeds, folder, progress):
+        self.solve, self.prior, self.operator, self.spec = solve, prior, operator, spec
+        self.spec_sha256, self.root, self.observations = spec_sha256, root, observations
+        self.seeds, self.folder, self.progress = seeds, folder, progress
+
+    def run(self, batch: list[tuple[str, dict[str, str]]]) -> dict[str, dict[str, Any]]:
+        """Solve ``batch`` [(id, inputs)] as one batched solve; write each image's files, then its record.
+
+        On any exception: one log line naming the image (the one being written, else the whole batch), then
+        re-raise. Records are written only after every file of their image, so a failure leaves no record for the
+        image it hit (nor for the batch's later images).
+        """
+        ids = [image_id for image_id, _ in batch]
+        current = ids
+        try:
+            results, runtime = self._solve(ids)
+            records = {}
+            for (image_id, inputs), result in zip(batch, results):
+                current = [image_id]
+                records[image_id] = self._write(image_id, inputs, result, runtime, len(batch))
+            return records
+        except BaseException as error:
+            where = current[0] if len(current) == 1 else f"{current[0]} (batch {', '.join(current)})"
+            spec = self.spec
+            print(
+                f"[dwgf solve] FAILED on image {where} ({spec['method']}/{spec['task']['name']}/{spec['variant']}): "
+                f"{type(error).__name__}: {error}",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise
+
+    def _solve(self, ids: list[str]):
+        import torch
+
+        started = time.perf_counter()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.reset_peak_memory_stats()
+        hyper = dict(self.spec["hyper"])
+        if "betas" in hyper:
+            hyper["betas"] = tuple(hyper["betas"])
+        device, dtype = self.prior.device, self.prior.dtype
+        observations = [load_observation(self.root, self.observations, image_id) for image_id in ids]
+        y = torch.cat([torch.from_numpy(o["y"]) for o in observations]).to(device=device, dtype=dtype)
         if hyper.get("per_particle_noise"):
-            hyper["y_clean"] = torch.from_numpy(observation["y_clean"]).to(device=device, dtype=prior.dtype)
-            hyper["sigma_y"] = float(spec["task"]["sigma_y"])
-        generator = make_generator(seed, device=device)
-        result = solve(
-            prior,
-            operator,
+            y_clean = torch.cat([torch.from_numpy(o["y_clean"]) for o in observations])
+            hyper["y_clean"] = y_clean.to(device=device, dtype=dtype)
+            hyper["sigma_y"] = float(self.spec["task"]["sigma_y"])
+        generators = [make_generator(self.seeds[image_id], device=device) for image_id in ids]
+        results = self.solve(
+            self.prior,
+            self.operator,
             y,
-            int(spec["n_particles"]),
-            generator,
-            n_steps=int(spec["n_steps"]),
-            progress=progress,
+            int(self.spec["n_particles"]),
+            generators,
+            n_steps=int(self.spec["n_steps"]),
+            progress=self.progress,
             **hyper,
         )
-        files = image_files(folder, image_id, result.particles.shape[0])
+        return results, time.perf_counter() - started
+
+    def _write(self, image_id, inputs, result, batch_runtime, batch_size) -> dict[str, Any]:
+        import torch
+
+        files = image_files(self.folder, image_id, result.particles.shape[0])
         arrays = {
             "particles": result.particles.detach().to("cpu", torch.float32).numpy(),
             "latents": result.latents.detach().to("cpu", torch.float32).numpy(),
@@ -242,24 +295,25 @@ def _solve_one(
         save_npz(files["npz"], **arrays)
         for j in range(result.particles.shape[0]):
             save_png(result.particles[j].float(), files[f"p{j}"])
-        record.update(
-            {
-                "status": result.status,
-                "diverged_at_step": result.diverged_at_step,
-                "n_steps": result.n_steps,
-                "hyper": _jsonable(result.hyper),
-            }
-        )
-    except Exception:  # one failed image must not fail the shard (module docstring); the message is kept
-        files = {}
-        record.update({"status": STATUS_ERROR, "error": traceback.format_exc()})
-        print(f"[dwgf solve] {image_id}: ERROR\n{record['error']}", flush=True)
-    record["runtime_s"] = time.perf_counter() - started
-    record["peak_memory_bytes"] = peak_memory_bytes()
-    record["file_names"] = {name: path.name for name, path in files.items()}
-    record["files"] = {path.name: sha256_file(path) for path in files.values()}
-    atomic_write_json(image_record_path(folder, image_id), record)
-    return record
+        record: dict[str, Any] = {
+            "schema": IMAGE_RECORD_SCHEMA,
+            "image_id": image_id,
+            "seed": self.seeds[image_id],
+            "spec_sha256": self.spec_sha256,
+            "inputs": inputs,
+            "status": result.status,
+            "diverged_at_step": result.diverged_at_step,
+            "n_steps": result.n_steps,
+            "hyper": _jsonable(result.hyper),
+            "runtime_s": batch_runtime / batch_size,
+            "batch_runtime_s": batch_runtime,
+            "batch_images": batch_size,
+            "peak_memory_bytes": peak_memory_bytes(),
+            "file_names": {name: path.name for name, path in files.items()},
+            "files": {path.name: sha256_file(path) for path in files.values()},
+        }
+        atomic_write_json(image_record_path(self.folder, image_id), record)
+        return record
 
 
 def _jsonable(value: Any) -> Any:

@@ -12,6 +12,8 @@ prior is grad log p_t(z_t) = -eps(z_t, t) / sqrt(1 - abar_t).
 from __future__ import annotations
 
 import abc
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -74,6 +76,40 @@ class LatentPrior(abc.ABC):
     @abc.abstractmethod
     def encode(self, x: torch.Tensor, generator: torch.Generator | None = None, sample: bool = True) -> torch.Tensor:
         """E(x): images (B, 3, H, W) in [-1, 1] to latents (B, c, h, w); ``sample`` draws from q(z|x)."""
+
+    def encode_per_image(
+        self, x: torch.Tensor, generators: Sequence[torch.Generator], sample: bool = True
+    ) -> torch.Tensor:
+        """E(x) for B images' rows (B * N, 3, H, W): block b of N rows is encoded with ``generators[b]``.
+
+        Each block draws its encoder sample from its own image's generator exactly as ``encode`` does for a solo
+        solve. This default encodes block by block; a prior whose sample is mean + noise overrides it with one
+        encoder call.
+        """
+        if len(generators) == 1 or not sample:
+            return self.encode(x, generator=generators[0], sample=sample)
+        if x.shape[0] % len(generators):
+            raise ValueError(f"x has {x.shape[0]} rows, not a multiple of the {len(generators)} generators")
+        blocks = x.chunk(len(generators))
+        return torch.cat([self.encode(block, generator=g, sample=sample) for block, g in zip(blocks, generators)])
+
+    @contextlib.contextmanager
+    def rows_per_image(self, n: int) -> Iterator[None]:
+        """Within this block, the rows of every batch come in consecutive blocks of ``n`` rows per image.
+
+        A hint only (the math is unchanged): a prior may use it to compute each image's rows with kernels of the
+        same shapes whatever the number of images in the batch, so that an image's values do not depend, even in
+        the last bit, on which other images share its batch (the test bed does, :mod:`dwgf.priors.gaussian_mixture`).
+        """
+        previous = self._rows_per_image
+        self._rows_per_image = n
+        try:
+            yield
+        finally:
+            self._rows_per_image = previous
+
+    #: Set by :meth:`rows_per_image` (None: no grouping known).
+    _rows_per_image: int | None = None
 
     @abc.abstractmethod
     def decode(self, z: torch.Tensor) -> torch.Tensor:

@@ -2,19 +2,31 @@
 
 Uniform signature (k-diffusion style), implemented by each module in :mod:`dwgf.solvers`::
 
-    solve(prior, operator, y, n_particles, generator, *, n_steps=..., progress=True, **hyper) -> SolveResult
+    solve(prior, operator, y, n_particles, generators, *, n_steps=..., progress=True, **hyper)
+        -> SolveResult | list[SolveResult]
 
 * ``prior``: a :class:`~dwgf.priors.base.LatentPrior`.
 * ``operator``: a :class:`~dwgf.operators.base.LinearOperator`.
-* ``y``: one observation, shape (1, *operator.y_shape), shared by all particles.
-* ``n_particles``: N, solved as one batch (no Python loop over particles).
-* ``generator``: the only source of randomness (initialisation, per-step noise, encoder samples).
+* ``y``: B observations, shape (B, *operator.y_shape); each is shared by its own N particles.
+* ``n_particles``: N per image; the B x N particles are solved as one batch (no Python loop over images or
+  particles in the step loop).
+* ``generators``: one ``torch.Generator`` per image, the only source of randomness for that image
+  (initialisation, per-step noise, encoder samples). Each image draws from its own generator in the same order as
+  a solo solve, and particles interact only within their own image, so an image's result does not depend on
+  which other images share its batch. A single ``torch.Generator`` (with y of shape (1, ...)) is the one-image
+  form and returns one :class:`SolveResult`; a list of B generators returns a list of B results.
+
+Per-image divergence: every step checks finiteness per image on the device (a (B,) boolean tensor, no host
+sync); an image whose step is not finite is frozen from that step on (its iterate and optimiser state keep their
+last finite values, :class:`ImageMask`, :class:`MaskedAdam`) and its first non-finite step is recorded, while the
+others go on. The flags are read back every :data:`CHECK_EVERY` steps (to stop early when every image has
+diverged) and at the end.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +34,10 @@ import torch
 
 STATUS_OK = "ok"
 STATUS_DIVERGED = "diverged"
+
+#: Steps between host read-backs of the per-image divergence flags (only to stop when every image has diverged;
+#: the recorded step is exact whatever this is).
+CHECK_EVERY = 50
 
 
 @dataclass
@@ -75,15 +91,29 @@ def make_timesteps(n_steps: int, t_max: int = 999, t_min: int = 2) -> list[int]:
     return steps
 
 
-def check_problem(prior: Any, operator: Any, y: torch.Tensor, n_particles: int) -> tuple[int, int, int]:
-    """Validate that prior, operator and y fit together; return the latent shape (c, h, w)."""
+def as_generators(generators: torch.Generator | Sequence[torch.Generator]) -> tuple[list[torch.Generator], bool]:
+    """``(list of per-image generators, single)``; ``single`` is True for a bare generator (the one-image form)."""
+    if isinstance(generators, torch.Generator):
+        return [generators], True
+    if isinstance(generators, (list, tuple)) and generators and all(isinstance(g, torch.Generator) for g in generators):
+        return list(generators), False
+    raise ValueError(
+        f"generators must be a torch.Generator or a non-empty list of torch.Generator (one per image), got "
+        f"{type(generators).__name__}"
+    )
+
+
+def check_problem(
+    prior: Any, operator: Any, y: torch.Tensor, n_particles: int, n_images: int = 1
+) -> tuple[int, int, int]:
+    """Validate that prior, operator and y (n_images observations) fit together; return the latent shape (c, h, w)."""
     if not isinstance(n_particles, int) or n_particles < 1:
         raise ValueError(f"n_particles must be a positive int, got {n_particles!r}")
-    expected = (1, *operator.y_shape)
+    expected = (n_images, *operator.y_shape)
     if tuple(y.shape) != expected:
         raise ValueError(
-            f"y must have shape {expected} for operator {operator.name!r} (one observation shared by all "
-            f"particles), got {tuple(y.shape)}"
+            f"y must have shape {expected} for operator {operator.name!r} ({n_images} observation(s), one per "
+            f"generator, each shared by its particles), got {tuple(y.shape)}"
         )
     try:
         return prior.latent_shape(operator.image_size)
@@ -93,8 +123,94 @@ def check_problem(prior: Any, operator: Any, y: torch.Tensor, n_particles: int) 
         ) from error
 
 
-def all_finite(*tensors: torch.Tensor) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in tensors)
+def finite_per_image(n_images: int, *tensors: torch.Tensor) -> torch.Tensor:
+    """(n_images,) bool on the device: every value of the image's rows is finite in every tensor (no host sync).
+
+    Each tensor's leading dimension is n_images (per-image scalars) or n_images * N (per-particle rows).
+    """
+    finite = torch.ones(n_images, dtype=torch.bool, device=tensors[0].device)
+    for tensor in tensors:
+        finite = finite & torch.isfinite(tensor.detach().reshape(n_images, -1)).all(dim=1)
+    return finite
+
+
+class ImageMask:
+    """Per-image divergence bookkeeping on the device, without host syncs in the step loop.
+
+    ``active`` (B,) bool: the image has been finite at every step so far. ``diverged_at`` (B,) long: the 0-based
+    step of the first non-finite value, -1 while none. :meth:`update` takes the step's (B,) finiteness flags.
+    """
+
+    def __init__(self, n_images: int, n_particles: int, device: torch.device | str):
+        self.n_images, self.n_particles = n_images, n_particles
+        self.active = torch.ones(n_images, dtype=torch.bool, device=device)
+        self.diverged_at = torch.full((n_images,), -1, dtype=torch.long, device=device)
+
+    def update(self, step: int, finite: torch.Tensor) -> torch.Tensor:
+        """Record the images first non-finite at ``step``; return the per-row keep mask (B * N,) after it."""
+        newly = self.active & ~finite
+        self.diverged_at = torch.where(newly, torch.full_like(self.diverged_at, step), self.diverged_at)
+        self.active = self.active & finite
+        return self.rows()
+
+    def rows(self) -> torch.Tensor:
+        """(B * N,) bool: the rows (particles) of active images."""
+        return self.active.repeat_interleave(self.n_particles)
+
+    def all_diverged(self, step: int) -> bool:
+        """True when every image has diverged; reads the flags back only every :data:`CHECK_EVERY` steps."""
+        return (step + 1) % CHECK_EVERY == 0 and not bool(self.active.any())
+
+    def statuses(self) -> list[int | None]:
+        """Per image: the diverged step, or None (one host read-back)."""
+        return [None if step < 0 else int(step) for step in self.diverged_at.tolist()]
+
+
+def keep_rows(keep: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """``new`` on the rows where ``keep`` (a (rows,) bool mask) is True, ``old`` elsewhere."""
+    return torch.where(keep.reshape(-1, *([1] * (new.ndim - 1))), new, old)
+
+
+class MaskedAdam:
+    """``torch.optim.Adam`` on one (B * N, ...) tensor whose frozen images keep their values and their state.
+
+    Adam is elementwise, so one optimiser over the whole batch gives every active image exactly its solo update
+    (its step count is shared, and all active images are at the same step). :meth:`step` takes the rows to keep
+    updating; the other rows get back their parameter and moment values from before the step, so a diverged
+    image is frozen at its last finite state and its non-finite gradient never reaches another image.
+    """
+
+    def __init__(self, param: torch.Tensor, lr: float, betas: tuple[float, float], eps: float):
+        self.param = param
+        self.optimiser = torch.optim.Adam([param], lr=lr, betas=betas, eps=eps)
+
+    def step(self, grad: torch.Tensor, keep: torch.Tensor) -> None:
+        """One Adam step with ``grad``; rows where ``keep`` (B * N,) is False keep their values and moments."""
+        state = self.optimiser.state.get(self.param, {})
+        self._previous = {key: state[key].clone() for key in ("exp_avg", "exp_avg_sq") if key in state}
+        self._previous["param"] = self.param.detach().clone()
+        self.param.grad = keep_rows(keep, grad, torch.zeros_like(grad))
+        self.optimiser.step()
+        self.revert(keep)
+
+    def revert(self, keep: torch.Tensor) -> None:
+        """Give the rows where ``keep`` is False back their values and moments from before the last :meth:`step`."""
+        state = self.optimiser.state[self.param]
+        with torch.no_grad():
+            self.param.copy_(keep_rows(keep, self.param, self._previous["param"]))
+            for key in ("exp_avg", "exp_avg_sq"):
+                before = self._previous.get(key, torch.zeros_like(state[key]))  # zeros: the state before step 1
+                state[key].copy_(keep_rows(keep, state[key], before))
+
+
+def per_image_trace(
+    history: dict[str, list[torch.Tensor]] | None, n_images: int
+) -> list[dict[str, list[float]]] | None:
+    """Per-step (B,) tensors of traced scalars -> one ``{key: [value per step]}`` per image (one read-back)."""
+    if history is None:
+        return None
+    stacked = {key: torch.stack(values).tolist() if values else [] for key, values in history.items()}
+    return [{key: [row[image] for row in rows] for key, rows in stacked.items()} for image in range(n_images)]
 
 
 def progress_bar(iterable: Iterable[int], enabled: bool, desc: str) -> Iterator[int]:
@@ -115,6 +231,16 @@ def noise_level(alphas_cumprod: torch.Tensor, t: int) -> tuple[float, float]:
 # -- shared math (DWGF and its baselines) -----------------------------------------------------------------------
 
 
+def randn_per_image(
+    shape: tuple[int, ...], generators: Sequence[torch.Generator], device: torch.device | str, dtype: torch.dtype
+) -> torch.Tensor:
+    """One :func:`randn` of ``shape`` per image, each from that image's generator, stacked along dim 0:
+    (B * shape[0], *shape[1:]). Image b's rows are bitwise what a solo solve draws from its generator."""
+    if len(generators) == 1:
+        return randn(shape, generators[0], device, dtype)
+    return torch.cat([randn(shape, generator, device, dtype) for generator in generators])
+
+
 def randn(
     shape: tuple[int, ...], generator: torch.Generator, device: torch.device | str, dtype: torch.dtype
 ) -> torch.Tensor:
@@ -130,7 +256,7 @@ def randn(
 
 
 def kde_noise_estimate(
-    z_t: torch.Tensor, z_0: torch.Tensor, sqrt_abar: float, sqrt_one_minus_abar: float
+    z_t: torch.Tensor, z_0: torch.Tensor, sqrt_abar: float, sqrt_one_minus_abar: float, n_images: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Closed-form noise estimate of the particle KDE of the noised particle cloud (docs/method.md#dwgf step 3).
 
@@ -150,29 +276,40 @@ def kde_noise_estimate(
     softmax subtracts its row maximum (log-sum-exp safe), and the distances are computed from differences
     (not via ||a||^2 + ||b||^2 - 2ab, which cancels catastrophically when the particles are close).
 
+    With ``n_images`` = B the rows are B images of N = rows / B particles each, and each image's particles form
+    their own KDE (particles of different images never interact); the batched distances and products compute
+    every image with the same kernel shapes as a solo call.
+
     Args:
-        z_t: noised particles (N, *latent_shape).
-        z_0: clean particles (N, *latent_shape), the KDE centres before scaling by sqrt(abar).
+        z_t: noised particles (N, *latent_shape), or (B * N, *latent_shape) with ``n_images`` = B.
+        z_0: clean particles of the same shape, the KDE centres before scaling by sqrt(abar).
         sqrt_abar, sqrt_one_minus_abar: sqrt(abar_t) and sqrt(1 - abar_t).
+        n_images: B; None for one image.
 
     Returns:
-        ``(eps_tilde, pi)``: eps_tilde of the shape of z_t, and the (N, N) responsibility matrix pi.
+        ``(eps_tilde, pi)``: eps_tilde of the shape of z_t, and the responsibilities pi, (N, N) for
+        ``n_images=None``, else (B, N, N).
     """
     if z_t.shape != z_0.shape:
         raise ValueError(f"z_t and z_0 must have the same shape, got {tuple(z_t.shape)} and {tuple(z_0.shape)}")
     if not sqrt_one_minus_abar > 0:
         raise ValueError(f"sqrt_one_minus_abar must be > 0 (the KDE bandwidth), got {sqrt_one_minus_abar!r}")
-    n = z_t.shape[0]
+    b = 1 if n_images is None else n_images
+    if b < 1 or z_t.shape[0] % b:
+        raise ValueError(f"n_images={n_images!r} does not divide the {z_t.shape[0]} rows of z_t")
+    n = z_t.shape[0] // b
     with torch.no_grad():
-        points = z_t.reshape(n, -1)
-        centres = sqrt_abar * z_0.reshape(n, -1)
+        points = z_t.reshape(b, n, -1)
+        centres = sqrt_abar * z_0.reshape(b, n, -1)
         sq_dist = torch.cdist(points, centres, compute_mode="donot_use_mm_for_euclid_dist") ** 2
-        pi = torch.softmax(-sq_dist / (2.0 * sqrt_one_minus_abar**2), dim=1)
-        eps_tilde = (points - pi @ centres) / sqrt_one_minus_abar
-    return eps_tilde.reshape(z_t.shape), pi
+        pi = torch.softmax(-sq_dist / (2.0 * sqrt_one_minus_abar**2), dim=2)
+        eps_tilde = (points - torch.bmm(pi, centres)) / sqrt_one_minus_abar
+    return eps_tilde.reshape(z_t.shape), (pi[0] if n_images is None else pi)
 
 
-def mean_data_fit(y: torch.Tensor, a_x: torch.Tensor, measurement_dim: int) -> torch.Tensor:
+def mean_data_fit(
+    y: torch.Tensor, a_x: torch.Tensor, measurement_dim: int, n_images: int | None = None
+) -> torch.Tensor:
     """The official mean-normalised data-fit term  sum_i ||y - A x^i||^2 / (2 N d_y)
     (docs/method.md#dwgf step 5, docs/method.md#normalisations).
 
@@ -181,13 +318,26 @@ def mean_data_fit(y: torch.Tensor, a_x: torch.Tensor, measurement_dim: int) -> t
     particles) or (N, *y_shape) (one noise realisation per particle). Entries of y that are not measurements
     (a masked-image layout) must be zero in both y and A x, so summing and dividing by ``measurement_dim``
     gives the official mean over real measurements.
+
+    Batched (``n_images`` = B): ``a_x`` is (B * N, *y_shape), ``y`` is (B, *y_shape) (image b's y shared by its N
+    particles) or (B * N, *y_shape), and the result is the (B,) vector of per-image terms, each normalised by its
+    own N d_y (so each image's gradient is its solo gradient).
     """
     if measurement_dim < 1:
         raise ValueError(f"measurement_dim must be >= 1, got {measurement_dim!r}")
-    if y.shape[1:] != a_x.shape[1:] or y.shape[0] not in (1, a_x.shape[0]):
+    b = 1 if n_images is None else n_images
+    if b < 1 or a_x.shape[0] % b:
+        raise ValueError(f"n_images={n_images!r} does not divide the {a_x.shape[0]} rows of A x")
+    n = a_x.shape[0] // b
+    if y.shape[1:] != a_x.shape[1:] or y.shape[0] not in (b, a_x.shape[0]):
         raise ValueError(
-            f"y of shape {tuple(y.shape)} does not match A x of shape {tuple(a_x.shape)}: y must be (1, ...) or "
-            f"(N, ...) with the same measurement shape"
+            f"y of shape {tuple(y.shape)} does not match A x of shape {tuple(a_x.shape)}: y must be ({b}, ...) or "
+            f"({a_x.shape[0]}, ...) with the same measurement shape"
         )
-    n = a_x.shape[0]
-    return ((y - a_x) ** 2).sum() / (2.0 * n * measurement_dim)
+    if n_images is None:
+        return ((y - a_x) ** 2).sum() / (2.0 * n * measurement_dim)
+    if y.shape[0] == b:
+        residual = y[:, None] - a_x.reshape(b, n, *a_x.shape[1:])  # image b's y broadcast to its N particles
+    else:
+        residual = y - a_x
+    return (residual**2).reshape(b, -1).sum(dim=1) / (2.0 * n * measurement_dim)

@@ -1,7 +1,9 @@
 """DWGF: Diffusion-regularised Wasserstein Gradient Flow (Wang & Akyildiz, arXiv 2509.19276).
 
 This module re-implements the official update (``src/algos/dwgf.py`` of ``isomorphicdude/DWGF``, described in
-docs/method.md#dwgf) for one observation y and N particles solved as one batch. Per step t (999 -> 2):
+docs/method.md#dwgf) for B observations with N particles each, solved as one batch of B N particles (every term
+below is per image: the KDE couples only an image's own particles, and the normalisations count its own N).
+Per step t (999 -> 2):
 
 1. eps ~ N(0, I) fresh; z_t = sqrt(abar) z + sqrt(1 - abar) eps.
 2. eps_hat = prior.eps(z_t, t) under no_grad (the UNet with the empty prompt for Stable Diffusion).
@@ -47,14 +49,20 @@ from dwgf.priors.base import LatentPrior
 from dwgf.solvers.base import (
     STATUS_DIVERGED,
     STATUS_OK,
+    ImageMask,
+    MaskedAdam,
     SolveResult,
+    as_generators,
     check_problem,
+    finite_per_image,
     kde_noise_estimate,
+    keep_rows,
     make_timesteps,
     mean_data_fit,
     noise_level,
+    per_image_trace,
     progress_bar,
-    randn,
+    randn_per_image,
 )
 from dwgf.solvers.hyper import Hyper, HyperSpec
 
@@ -185,9 +193,14 @@ def _recordable(hyper: dict[str, Any]) -> dict[str, Any]:
 
 
 def _measurements(
-    y: torch.Tensor, hyper: dict[str, Any], operator: LinearOperator, n: int, generator: torch.Generator
+    y: torch.Tensor,
+    hyper: dict[str, Any],
+    operator: LinearOperator,
+    n: int,
+    generators: list[torch.Generator],
 ) -> torch.Tensor:
-    """The y each particle is fitted to: y itself (1, ...) shared, or N noisy copies of y_clean (repo bug 5).
+    """The y each particle is fitted to: y itself (B, ...), image b's shared by its particles, or N noisy copies
+    of image b's y_clean per image (B * N, ...; repo bug 5), drawn from image b's generator.
 
     Entries of a masked-image y that are not measurements are zeroed (``operator.zero_unmeasured``), so the data
     fit sums over exactly ``measurement_dim`` entries (they are constant in z, so only the traced value changes).
@@ -195,12 +208,16 @@ def _measurements(
     if not hyper["per_particle_noise"]:
         return operator.zero_unmeasured(y)
     y_clean = hyper["y_clean"]
-    expected = (1, *operator.y_shape)
+    expected = (len(generators), *operator.y_shape)
     if not isinstance(y_clean, torch.Tensor) or tuple(y_clean.shape) != expected:
         shape = tuple(y_clean.shape) if isinstance(y_clean, torch.Tensor) else type(y_clean).__name__
         raise ValueError(f"DWGF hyper-parameter 'y_clean' must be a tensor of shape {expected}, got {shape}")
-    y_rows = y_clean.to(device=y.device, dtype=y.dtype).expand(n, *operator.y_shape)
-    return operator.zero_unmeasured(add_measurement_noise(y_rows, float(hyper["sigma_y"]), generator))
+    y_clean = y_clean.to(device=y.device, dtype=y.dtype)
+    rows = [
+        add_measurement_noise(y_clean[b : b + 1].expand(n, *operator.y_shape), float(hyper["sigma_y"]), generator)
+        for b, generator in enumerate(generators)
+    ]
+    return operator.zero_unmeasured(rows[0] if len(rows) == 1 else torch.cat(rows))
 
 
 #: Hyper-parameters that change the prior term: any of them off its default routes the step through
@@ -209,12 +226,14 @@ _PRIOR_VARIANT_KEYS = ("kde_weight", "kde_bandwidth", "n_noise_draws", "antithet
                        "control_variate", "feature_repulsion", "likelihood_std")  # fmt: skip
 
 
-def _encode(prior: LatentPrior, x: torch.Tensor, generator: torch.Generator, hp: dict[str, Any]) -> torch.Tensor:
+def _encode(
+    prior: LatentPrior, x: torch.Tensor, generators: list[torch.Generator], hp: dict[str, Any], n: int
+) -> torch.Tensor:
     """E(x) for the vjp term: the prior's encoder sample (official), its mean, or mean + sigma_enc * n."""
     if hp["sigma_enc"] is None:
-        return prior.encode(x, generator=generator, sample=bool(hp["encoder_sample"]))
-    mean = prior.encode(x, generator=generator, sample=False)
-    noise = randn(tuple(mean.shape), generator, mean.device, mean.dtype)
+        return prior.encode_per_image(x, generators, sample=bool(hp["encoder_sample"]))
+    mean = prior.encode(x, sample=False)
+    noise = randn_per_image((n, *mean.shape[1:]), generators, mean.device, mean.dtype)
     return mean + float(hp["sigma_enc"]) * noise
 
 
@@ -233,7 +252,12 @@ def lr_factor(schedule: str, floor: float, step: int, n_steps: int) -> float:
 
 
 def kde_noise_estimate_scaled(
-    z_t: torch.Tensor, z_0: torch.Tensor, sqrt_abar: float, sqrt_one_minus_abar: float, bandwidth: float
+    z_t: torch.Tensor,
+    z_0: torch.Tensor,
+    sqrt_abar: float,
+    sqrt_one_minus_abar: float,
+    bandwidth: float,
+    n_images: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`dwgf.solvers.base.kde_noise_estimate` with kernel std h sqrt(1 - abar) instead of sqrt(1 - abar):
 
@@ -243,29 +267,31 @@ def kde_noise_estimate_scaled(
     i.e. -sqrt(1 - abar) times the score of the wider KDE. ``bandwidth=1`` calls the official estimate itself.
     """
     if bandwidth == 1.0:
-        return kde_noise_estimate(z_t, z_0, sqrt_abar, sqrt_one_minus_abar)
-    eps_tilde, pi = kde_noise_estimate(z_t, z_0, sqrt_abar, bandwidth * sqrt_one_minus_abar)
-    return eps_tilde * bandwidth, pi  # (z_t - sqrt(abar) pi z_0) / (h sqrt(1 - abar)) -> one more 1/h
+        return kde_noise_estimate(z_t, z_0, sqrt_abar, sqrt_one_minus_abar, n_images=n_images)
+    eps_tilde, pi = kde_noise_estimate(z_t, z_0, sqrt_abar, bandwidth * sqrt_one_minus_abar, n_images=n_images)
+    return eps_tilde / bandwidth, pi  # (z_t - sqrt(abar) pi z_0) / (h sqrt(1 - abar)) -> one more 1/h
 
 
-def svgd_repulsion(z: torch.Tensor) -> torch.Tensor:
-    """The repulsive half of SVGD on the particles z (N, ...): phi_i = (1/N) sum_j k_ij 2 (z_i - z_j) / h.
+def svgd_repulsion(z: torch.Tensor, n_images: int = 1) -> torch.Tensor:
+    """The repulsive half of SVGD on the particles z (B N, ...): phi_i = (1/N) sum_j k_ij 2 (z_i - z_j) / h.
 
-    k_ij = exp(-||z_i - z_j||^2 / h) with the median heuristic h = median_{i<j} ||z_i - z_j||^2 / log N (Liu &
-    Wang 2016); zero for N = 1. Moving z_i along +phi_i pushes the particles apart.
+    Particles interact only within their own image (B = ``n_images`` blocks of N rows). k_ij = exp(-||z_i -
+    z_j||^2 / h) with the median heuristic h = median_{i<j} ||z_i - z_j||^2 / log N (Liu & Wang 2016; N = 2: the
+    one distance / log 2); zero for N = 1. Moving z_i along +phi_i pushes the particles apart.
     """
-    n = z.shape[0]
+    b = n_images
+    n = z.shape[0] // b
     if n < 2:
         return torch.zeros_like(z)
-    flat = z.reshape(n, -1)
-    diff = flat[:, None, :] - flat[None, :, :]
-    sq = (diff**2).sum(-1)
-    upper = sq[torch.triu(torch.ones(n, n, dtype=torch.bool, device=z.device), diagonal=1)]
-    h = float(upper.median()) / math.log(n) if n > 2 else float(upper.max()) / math.log(2.0)
-    if not h > 0:
-        return torch.zeros_like(z)
-    kernel = torch.exp(-sq / h)
-    phi = (2.0 / (n * h)) * (kernel[..., None] * diff).sum(1)
+    flat = z.reshape(b, n, -1)
+    diff = flat[:, :, None, :] - flat[:, None, :, :]
+    sq = (diff**2).sum(-1)  # (B, N, N)
+    upper = torch.triu(torch.ones(n, n, dtype=torch.bool, device=z.device), diagonal=1)
+    pairs = sq[:, upper]  # (B, N (N - 1) / 2)
+    h = pairs.median(dim=1).values / math.log(n) if n > 2 else pairs[:, 0] / math.log(2.0)
+    h = torch.where(h > 0, h, torch.ones_like(h))  # identical particles: no direction to push along anyway
+    kernel = torch.exp(-sq / h[:, None, None])
+    phi = (2.0 / (n * h))[:, None, None] * (kernel[..., None] * diff).sum(2)
     return phi.reshape(z.shape)
 
 
@@ -273,7 +299,7 @@ def prior_gradient(
     prior: LatentPrior,
     z: torch.Tensor,
     t: int,
-    generator: torch.Generator,
+    generators: list[torch.Generator],
     hp: dict[str, Any],
     normaliser: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -285,7 +311,8 @@ def prior_gradient(
     beta * eps_bar (mean noise of the draws, E = 0) with beta = -<r, eps_bar> / <eps_bar, eps_bar> fitted on this
     step's residual r (the least-squares optimal coefficient, up to the O(1/(N d_z)) bias of fitting on the same
     draws); ``feature_repulsion`` subtracts w sqrt(1 - abar) Rep (RLSD's repulsion on the first draw's z_t, with
-    the identity as the extractor unless ``feature_extractor`` is given). Draws come from ``generator`` in order.
+    the identity as the extractor unless ``feature_extractor`` is given). Draws come from each image's generator in
+    order; z holds B = len(generators) images of N rows, and beta, the KDE and the repulsion are per image.
     With ``likelihood_std`` set (Bayesian weighting) the coefficient is gamma / s_t instead of gamma s_t / (N d_z):
     (eps_hat - eps_tilde) / s_t = sqrt(abar) (grad log q_t - grad log p_t)(z_t) is the gradient of KL(q_t | p_t) in z.
     """
@@ -294,15 +321,19 @@ def prior_gradient(
     s_t = sqrt_one_minus_abar / sqrt_abar
     kde_weight, bandwidth = float(hp["kde_weight"]), float(hp["kde_bandwidth"])
     k_draws, signs = int(hp["n_noise_draws"]), ((1.0, -1.0) if hp["antithetic"] else (1.0,))
-    shape = (1, *z.shape[1:]) if hp["shared_noise"] else tuple(z.shape)
+    b = len(generators)
+    n = z.shape[0] // b
     residual, eps_sum, pi, first_z_t = None, None, None, None
     for _ in range(k_draws):
-        eps_draw = randn(shape, generator, device, dtype).expand(z.shape)
+        if hp["shared_noise"]:
+            eps_draw = randn_per_image((1, *z.shape[1:]), generators, device, dtype).repeat_interleave(n, dim=0)
+        else:
+            eps_draw = randn_per_image((n, *z.shape[1:]), generators, device, dtype)
         for sign in signs:
             eps = eps_draw if sign == 1.0 else -eps_draw
             z_t = sqrt_abar * z + sqrt_one_minus_abar * eps
             eps_hat = prior.eps(z_t.to(model_dtype), t).to(dtype)
-            eps_tilde, pi_draw = kde_noise_estimate_scaled(z_t, z, sqrt_abar, sqrt_one_minus_abar, bandwidth)
+            eps_tilde, pi_draw = kde_noise_estimate_scaled(z_t, z, sqrt_abar, sqrt_one_minus_abar, bandwidth, b)
             term = eps_hat - eps_tilde if kde_weight == 1.0 else eps_hat - kde_weight * eps_tilde
             residual = term if residual is None else residual + term
             eps_sum = eps if eps_sum is None else eps_sum + eps
@@ -312,16 +343,18 @@ def prior_gradient(
     if count > 1:
         residual, eps_sum = residual / count, eps_sum / count
     if hp["control_variate"]:
-        beta = -float((residual * eps_sum).sum()) / max(float((eps_sum * eps_sum).sum()), 1e-30)
-        residual = residual + beta * eps_sum
+        r, e = residual.reshape(b, -1), eps_sum.reshape(b, -1)
+        beta = -(r * e).sum(1) / (e * e).sum(1).clamp_min(1e-30)
+        residual = (r + beta[:, None] * e).reshape(residual.shape)
     if hp["feature_repulsion"] > 0:
         from dwgf.solvers.rlsd import repulsion
 
         extractor = hp["feature_extractor"]
         if extractor is None:
-            rep, _ = repulsion(first_z_t, lambda latents: latents, lambda features: features)
+            rep, _ = repulsion(first_z_t, lambda latents: latents, lambda features: features, n_images=b)
         else:
-            rep, _ = repulsion(first_z_t, lambda latents: prior.decode(latents.to(model_dtype)).to(dtype), extractor)
+            decode = lambda latents: prior.decode(latents.to(model_dtype)).to(dtype)  # noqa: E731
+            rep, _ = repulsion(first_z_t, decode, extractor, n_images=b)
         residual = residual - float(hp["feature_repulsion"]) * sqrt_one_minus_abar * rep
     if hp["likelihood_std"] is not None:
         return (float(hp["gamma"]) / s_t) * residual, pi
@@ -339,7 +372,9 @@ def prior_gradient_variance(
     sqrt_abar, sqrt_one_minus_abar = noise_level(prior.alphas_cumprod, t)
     unit = float(hp["gamma"]) * (sqrt_one_minus_abar / sqrt_abar) if hp["gamma"] > 0 else 1.0
     with torch.no_grad():
-        draws = torch.stack([prior_gradient(prior, z, t, generator, hp, 1)[0] / unit for _ in range(repeats)])
+        with prior.rows_per_image(z.shape[0]):
+            draws = [prior_gradient(prior, z, t, [generator], hp, 1)[0] / unit for _ in range(repeats)]
+        draws = torch.stack(draws)
     return float(draws.var(dim=0, correction=1).mean())
 
 
@@ -348,27 +383,32 @@ def solve(
     operator: LinearOperator,
     y: torch.Tensor,
     n_particles: int,
-    generator: torch.Generator,
+    generators: torch.Generator | list[torch.Generator],
     *,
     n_steps: int = 998,
     progress: bool = True,
     **hyper: Any,
-) -> SolveResult:
-    """Run DWGF on one observation ``y`` (1, *y_shape) with ``n_particles`` particles (see the module docstring).
+) -> SolveResult | list[SolveResult]:
+    """Run DWGF on B observations ``y`` (B, *y_shape) with ``n_particles`` particles each (module docstring).
 
-    ``n_steps=998`` is the official loop t = 999, ..., 2; fewer steps take an evenly strided subset
-    (:func:`dwgf.solvers.base.make_timesteps`). Hyper-parameters: :data:`DEFAULTS`.
+    ``generators``: one per image (a list; returns one result per image), or a single generator with y of shape
+    (1, *y_shape) (returns one result). ``n_steps=998`` is the official loop t = 999, ..., 2; fewer steps take an
+    evenly strided subset (:func:`dwgf.solvers.base.make_timesteps`). Hyper-parameters: :data:`DEFAULTS`
+    (``y_clean`` is (B, *y_shape)).
 
-    Random draws, all from ``generator`` and in this order: the initial latents, then (only with
-    ``per_particle_noise``) the N measurement-noise realisations, then per step the forward noise eps, the decoder
+    Random draws, from each image's generator and in this order: its initial latents, then (only with
+    ``per_particle_noise``) its N measurement-noise realisations, then per step the forward noise eps, the decoder
     noise xi and the encoder sample. The latents are optimised in float32 (float64 if the prior is float64) and
-    cast to the prior's dtype for every model call, so bf16/fp16 priors still get float32 Adam state.
+    cast to the prior's dtype for every model call, so bf16/fp16 priors still get float32 Adam state. The batch
+    of B images is one (B N)-row batch; the KDE and the 1/(N d) normalisations are per image.
 
-    A non-finite decode, loss or gradient stops the loop before the update without raising: ``status="diverged"``,
-    ``diverged_at_step`` is the 0-based index of that step, and the result holds the last (finite) latents and their
-    decode.
+    A non-finite decode, loss or gradient of an image freezes that image before its update without raising:
+    ``status="diverged"``, ``diverged_at_step`` is the 0-based index of that step, and its result holds its last
+    (finite) latents and their decode; the other images go on (:class:`dwgf.solvers.base.ImageMask`).
     """
-    latent_shape = check_problem(prior, operator, y, n_particles)
+    generators, single = as_generators(generators)
+    b = len(generators)
+    latent_shape = check_problem(prior, operator, y, n_particles, b)
     hp = resolve_hyper(hyper)
     timesteps = make_timesteps(n_steps)
     device, model_dtype = prior.device, prior.dtype
@@ -381,92 +421,106 @@ def solve(
     alphas_cumprod = prior.alphas_cumprod
     kappa, gamma, sigma_dec = float(hp["kappa"]), float(hp["gamma"]), float(hp["sigma_dec"])
 
-    z = randn((n, *latent_shape), generator, device, dtype).requires_grad_(True)
-    y_fit = _measurements(y.to(device=device, dtype=dtype), hp, operator, n, generator)
-    optimiser = torch.optim.Adam([z], lr=float(hp["lr"]), betas=hp["betas"], eps=float(hp["adam_eps"]))
-    trace: dict[str, list[float]] | None = {key: [] for key in TRACE_KEYS} if hp["trace"] else None
+    z = randn_per_image((n, *latent_shape), generators, device, dtype).requires_grad_(True)
+    y_fit = _measurements(y.to(device=device, dtype=dtype), hp, operator, n, generators)
+    optimiser = MaskedAdam(z, lr=float(hp["lr"]), betas=hp["betas"], eps=float(hp["adam_eps"]))
+    mask = ImageMask(b, n, device)
+    history: dict[str, list[torch.Tensor]] | None = {key: [] for key in TRACE_KEYS} if hp["trace"] else None
 
     def decode(latents: torch.Tensor) -> torch.Tensor:
         return prior.decode(latents.to(model_dtype)).to(dtype)
 
-    status, diverged_at = STATUS_OK, None
     pre_update: torch.Tensor | None = None
     official_prior = all(hp[key] == DEFAULTS[key] for key in _PRIOR_VARIANT_KEYS)
     bayesian = hp["likelihood_std"] is not None
-    for step in progress_bar(range(len(timesteps)), progress, "dwgf"):
-        t = timesteps[step]
-        sqrt_abar, sqrt_one_minus_abar = noise_level(alphas_cumprod, t)
-        s_t = sqrt_one_minus_abar / sqrt_abar
+    with prior.rows_per_image(n):
+        for step in progress_bar(range(len(timesteps)), progress, "dwgf"):
+            t = timesteps[step]
+            sqrt_abar, sqrt_one_minus_abar = noise_level(alphas_cumprod, t)
+            s_t = sqrt_one_minus_abar / sqrt_abar
 
-        # Prior term: UNet noise prediction minus the particle-KDE noise prediction, injected as a gradient.
-        with torch.no_grad():
-            if official_prior:
-                eps = randn(z.shape, generator, device, dtype)
-                z_t = sqrt_abar * z + sqrt_one_minus_abar * eps
-                eps_hat = prior.eps(z_t.to(model_dtype), t).to(dtype)
-                eps_tilde, pi = kde_noise_estimate(z_t, z, sqrt_abar, sqrt_one_minus_abar)
-                g_prior = (gamma * s_t / norm["prior"]) * (eps_hat - eps_tilde)
-            else:
-                g_prior, pi = prior_gradient(prior, z.detach(), t, generator, hp, norm["prior"])
-            if hp["svgd_weight"] > 0:
-                scale = 1.0 if bayesian else 1.0 / norm["prior"]
-                g_prior = g_prior - (float(hp["svgd_weight"]) * scale) * svgd_repulsion(z.detach())
+            # Prior term: UNet noise prediction minus the particle-KDE noise prediction, injected as a gradient.
+            with torch.no_grad():
+                if official_prior:
+                    eps = randn_per_image((n, *latent_shape), generators, device, dtype)
+                    z_t = sqrt_abar * z + sqrt_one_minus_abar * eps
+                    eps_hat = prior.eps(z_t.to(model_dtype), t).to(dtype)
+                    eps_tilde, pi = kde_noise_estimate(z_t, z, sqrt_abar, sqrt_one_minus_abar, n_images=b)
+                    g_prior = (gamma * s_t / norm["prior"]) * (eps_hat - eps_tilde)
+                else:  # research variants (docs/findings.md)
+                    g_prior, pi = prior_gradient(prior, z.detach(), t, generators, hp, norm["prior"])
+                if hp["svgd_weight"] > 0:
+                    scale = 1.0 if bayesian else 1.0 / norm["prior"]
+                    g_prior = g_prior - (float(hp["svgd_weight"]) * scale) * svgd_repulsion(z.detach(), b)
 
-        # Likelihood and encoder-decoder (vjp) terms through the decoder.
-        x = decode(z)
-        xi = sigma_dec * randn(x.shape, generator, device, dtype)
-        a_x = operator(x + xi) if hp["decoder_noise_in_likelihood"] else operator(x)
-        if bayesian:
-            loss_lik = ((y_fit - a_x) ** 2).sum() / (2.0 * float(hp["likelihood_std"]) ** 2)
-        else:
-            loss_lik = mean_data_fit(y_fit, a_x, d_y)
-        with torch.no_grad():
-            x_tilde = (x + xi).to(model_dtype)
-            reconstruction = prior.decode(_encode(prior, x_tilde, generator, hp)).to(dtype)
-            residual = x - reconstruction  # = -c of docs/method.md#dwgf step 6
-        loss_vjp = (x * residual).sum() / (1 if bayesian else norm["vjp"])
-        loss = loss_lik + kappa * loss_vjp
-        (grad,) = torch.autograd.grad(loss, z)
-        grad = grad + g_prior
+            # Likelihood and encoder-decoder (vjp) terms through the decoder (per-image values, summed only for
+            # autograd: each image's gradient is that of its own terms).
+            x = decode(z)
+            xi = sigma_dec * randn_per_image((n, *operator.x_shape), generators, device, dtype)
+            a_x = operator(x + xi) if hp["decoder_noise_in_likelihood"] else operator(x)
+            loss_lik = mean_data_fit(y_fit, a_x, d_y, n_images=b)
+            if bayesian:  # sum ||y - A x||^2 / (2 sigma^2) per image = the official mean times N d_y / sigma^2
+                loss_lik = loss_lik * (norm["likelihood"] / float(hp["likelihood_std"]) ** 2)
+            with torch.no_grad():
+                x_tilde = (x + xi).to(model_dtype)
+                latents_tilde = _encode(prior, x_tilde, generators, hp, n)
+                residual = x - prior.decode(latents_tilde).to(dtype)  # = -c of docs/method.md#dwgf step 6
+            loss_vjp = (x * residual).reshape(b, -1).sum(dim=1) / (1 if bayesian else norm["vjp"])
+            loss = loss_lik + kappa * loss_vjp
+            (grad,) = torch.autograd.grad(loss.sum(), z)
+            grad = grad + g_prior
 
-        if not (torch.isfinite(loss) and torch.isfinite(grad).all() and torch.isfinite(x).all()):
-            status, diverged_at = STATUS_DIVERGED, step
-            break
-        pre_update = x.detach()
-        if trace is not None:
-            trace["likelihood"].append(float(loss_lik.detach()))
-            trace["vjp"].append(float(loss_vjp.detach()))
-            trace["prior_grad_norm"].append(float(g_prior.norm()))
-            trace["kde_self_weight"].append(float(pi.diagonal().mean()))
-            trace["loss"].append(float(loss.detach()))
+            # 1. Per-image finiteness on the device; a non-finite image is frozen before this update.
+            keep = mask.update(step, finite_per_image(b, loss, grad, x))
+            pre_update = x.detach() if pre_update is None else keep_rows(keep, x.detach(), pre_update)
+            if history is not None:
+                history["likelihood"].append(loss_lik.detach())
+                history["vjp"].append(loss_vjp.detach())
+                history["prior_grad_norm"].append(g_prior.reshape(b, -1).norm(dim=1))
+                history["kde_self_weight"].append(pi.diagonal(dim1=1, dim2=2).mean(dim=1))
+                history["loss"].append(loss.detach())
 
-        # Adam's update is bounded by about lr per coordinate, so finite latents stay finite (lr is checked to be
-        # representable below); divergence shows up in the next step's decode or loss.
-        z.grad = grad
-        if hp["lr_schedule"] != "constant":
-            optimiser.param_groups[0]["lr"] = float(hp["lr"]) * lr_factor(
-                hp["lr_schedule"], float(hp["lr_floor"]), step, len(timesteps)
-            )
-        optimiser.step()
+            # 2. Adam's update is bounded by about lr per coordinate, so finite latents stay finite (lr is checked
+            # to be representable above); divergence shows up in the next step's decode or loss.
+            if hp["lr_schedule"] != "constant":
+                optimiser.optimiser.param_groups[0]["lr"] = float(hp["lr"]) * lr_factor(
+                    hp["lr_schedule"], float(hp["lr_floor"]), step, len(timesteps)
+                )
+            optimiser.step(grad, keep)
+            if mask.all_diverged(step):
+                break
 
     final_latents = z.detach()
-    with torch.no_grad():
+    with torch.no_grad(), prior.rows_per_image(n):
         post_update = decode(final_latents)
-    extras: dict[str, torch.Tensor] = {}
-    if hp["decode_before_last_step"] and pre_update is not None:
-        particles = pre_update
-        extras["post_update_particles"] = post_update.cpu()
-    else:
-        particles = post_update
-    if pre_update is not None:
-        extras["pre_update_particles"] = pre_update.cpu()
-    return SolveResult(
-        particles=particles.cpu(),
-        latents=final_latents.cpu(),
-        status=status,
-        diverged_at_step=diverged_at,
-        n_steps=len(timesteps) if diverged_at is None else diverged_at,
-        hyper={**_recordable(hp), "n_particles": n, "n_steps": n_steps, "timesteps": [timesteps[0], timesteps[-1]]},
-        trace=trace,
-        extras=extras,
-    )
+    diverged = mask.statuses()
+    recorded = {**_recordable(hp), "n_particles": n, "n_steps": n_steps, "timesteps": [timesteps[0], timesteps[-1]]}
+    if isinstance(hp["y_clean"], torch.Tensor):
+        recorded["y_clean"] = f"tensor{(1, *operator.y_shape)}"
+    traces = per_image_trace(history, b)
+    results = []
+    for image, diverged_at in enumerate(diverged):
+        rows = slice(image * n, (image + 1) * n)
+        steps_done = len(timesteps) if diverged_at is None else diverged_at
+        extras: dict[str, torch.Tensor] = {}
+        has_pre = pre_update is not None and steps_done > 0
+        if hp["decode_before_last_step"] and has_pre:
+            particles = pre_update[rows]
+            extras["post_update_particles"] = post_update[rows].cpu()
+        else:
+            particles = post_update[rows]
+        if has_pre:
+            extras["pre_update_particles"] = pre_update[rows].cpu()
+        results.append(
+            SolveResult(
+                particles=particles.cpu(),
+                latents=final_latents[rows].cpu(),
+                status=STATUS_OK if diverged_at is None else STATUS_DIVERGED,
+                diverged_at_step=diverged_at,
+                n_steps=steps_done,
+                hyper=dict(recorded),
+                trace=None if traces is None else {k: v[:steps_done] for k, v in traces[image].items()},
+                extras=extras,
+            )
+        )
+    return results[0] if single else results

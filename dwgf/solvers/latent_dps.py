@@ -67,17 +67,18 @@ def solve(
     operator: LinearOperator,
     y: torch.Tensor,
     n_particles: int,
-    generator: torch.Generator,
+    generators: torch.Generator | list[torch.Generator],
     *,
     n_steps: int = N_STEPS,
     progress: bool = True,
     **hyper: Any,
-) -> SolveResult:
-    """Run Latent-DPS on one observation ``y`` (1, *y_shape) with ``n_particles`` independent DDIM chains.
+) -> SolveResult | list[SolveResult]:
+    """Run Latent-DPS on B observations ``y`` (B, *y_shape) with ``n_particles`` independent DDIM chains each, one
+    generator per image (a single generator with y (1, ...) returns one result).
 
-    Hyper-parameters: :data:`DEFAULTS`. Random draws from ``generator``: the initial latents, then per step the
-    prediction noise (if enabled) and the DDIM noise (eta > 0). Divergence is reported, not raised
-    (``status="diverged"``).
+    Hyper-parameters: :data:`DEFAULTS`. Random draws from each image's generator: the initial latents, then per
+    step the prediction noise (if enabled) and the DDIM noise (eta > 0). Divergence is reported per image, not
+    raised (``status="diverged"``).
     """
     resolved = resolve_hyper(hyper)
     return guided_ddim(
@@ -85,7 +86,7 @@ def solve(
         operator,
         y,
         n_particles,
-        generator,
+        generators,
         n_steps=n_steps,
         progress=progress,
         hyper={**resolved, "gamma": 0.0},

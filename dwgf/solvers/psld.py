@@ -54,11 +54,16 @@ from dwgf.priors.base import LatentPrior
 from dwgf.solvers.base import (
     STATUS_DIVERGED,
     STATUS_OK,
+    ImageMask,
     SolveResult,
+    as_generators,
     check_problem,
+    finite_per_image,
+    keep_rows,
     make_timesteps,
+    per_image_trace,
     progress_bar,
-    randn,
+    randn_per_image,
 )
 from dwgf.solvers.hyper import Hyper, HyperSpec, OfficialTask
 
@@ -161,20 +166,25 @@ def guided_ddim(
     operator: LinearOperator,
     y: torch.Tensor,
     n_particles: int,
-    generator: torch.Generator,
+    generators: torch.Generator | list[torch.Generator],
     *,
     n_steps: int,
     progress: bool,
     hyper: dict[str, Any],
     method: str,
-) -> SolveResult:
+) -> SolveResult | list[SolveResult]:
     """The PSLD / Latent-DPS loop for resolved ``hyper`` (gamma = 0 turns the gluing term off: Latent-DPS).
 
-    Random draws, all from ``generator``, in this order: the initial latents z_T ~ N(0, I); then per step the
-    encoder sample (gluing on, ``encoder_sample``), the prediction noise (``prediction_noise_std > 0``) and the
-    DDIM noise n (``eta > 0``).
+    B observations ``y`` (B, *y_shape), one generator per image (or one generator with y (1, ...): one result).
+    Random draws, from each image's generator, in this order: its initial latents z_T ~ N(0, I); then per step
+    the encoder sample (gluing on, ``encoder_sample``), the prediction noise (``prediction_noise_std > 0``) and the
+    DDIM noise n (``eta > 0``). The chains never interact, so batching only stacks rows; an image with a
+    non-finite loss or latent keeps its last finite latents from that step on while the others go on.
     """
-    latent_shape = check_problem(prior, operator, y, n_particles)
+    generators, single = as_generators(generators)
+    b = len(generators)
+    latent_shape = check_problem(prior, operator, y, n_particles, b)
+    n = n_particles
     timesteps = make_timesteps(n_steps, t_max=hyper["t_max"], t_min=hyper["t_min"])
     coefficients = ddim_coefficients(prior.alphas_cumprod, timesteps, float(hyper["eta"]))
     device, model_dtype = prior.device, prior.dtype
@@ -183,56 +193,71 @@ def guided_ddim(
     gluing = hyper.get("gluing", "projected")
     noise_std = float(hyper["prediction_noise_std"])
     y = y.to(device=device, dtype=dtype)
-    trace: dict[str, list[float]] | None = {key: [] for key in TRACE_KEYS} if hyper["trace"] else None
+    y_rows = y if b == 1 else y.repeat_interleave(n, dim=0)  # image b's y for each of its particles
+    history: dict[str, list[torch.Tensor]] | None = {key: [] for key in TRACE_KEYS} if hyper["trace"] else None
 
-    z = randn((n_particles, *latent_shape), generator, device, dtype)
-    status, diverged_at = STATUS_OK, None
-    for step in progress_bar(range(len(timesteps)), progress, method):
-        c = coefficients[step]
-        z_t = z.detach().requires_grad_(True)
-        with torch.enable_grad():
-            eps = prior.eps(z_t.to(model_dtype), c["t"]).to(dtype)
-            z0_hat = (z_t - c["sqrt_one_minus_abar"] * eps) / c["sqrt_abar"]
-            x0_hat = prior.decode(z0_hat.to(model_dtype)).to(dtype)
-            a_x = operator(x0_hat)
-            if noise_std > 0:
-                a_x = a_x + noise_std * randn(a_x.shape, generator, device, dtype)
-            measurement_error = (y - a_x).flatten(1).norm(dim=1)
-            loss = omega * measurement_error.sum()
-            gluing_error = None
-            if gamma > 0:
-                target = glued_image(operator, y, x0_hat) if gluing == "projected" else x0_hat
-                z_glued = prior.encode(
-                    target.to(model_dtype), generator=generator, sample=bool(hyper["encoder_sample"])
-                ).to(dtype)
-                gluing_error = (z_glued - z0_hat).flatten(1).norm(dim=1)
-                loss = loss + gamma * gluing_error.sum()
-            (grad,) = torch.autograd.grad(loss, z_t)
+    z = randn_per_image((n, *latent_shape), generators, device, dtype)
+    mask = ImageMask(b, n, device)
+    with prior.rows_per_image(n):
+        for step in progress_bar(range(len(timesteps)), progress, method):
+            c = coefficients[step]
+            z_t = z.detach().requires_grad_(True)
+            with torch.enable_grad():
+                eps = prior.eps(z_t.to(model_dtype), c["t"]).to(dtype)
+                z0_hat = (z_t - c["sqrt_one_minus_abar"] * eps) / c["sqrt_abar"]
+                x0_hat = prior.decode(z0_hat.to(model_dtype)).to(dtype)
+                a_x = operator(x0_hat)
+                if noise_std > 0:
+                    a_x = a_x + noise_std * randn_per_image((n, *a_x.shape[1:]), generators, device, dtype)
+                measurement_error = (y_rows - a_x).flatten(1).norm(dim=1)
+                loss = omega * measurement_error.reshape(b, n).sum(dim=1)
+                gluing_error = None
+                if gamma > 0:
+                    target = glued_image(operator, y_rows, x0_hat) if gluing == "projected" else x0_hat
+                    z_glued = prior.encode_per_image(
+                        target.to(model_dtype), generators, sample=bool(hyper["encoder_sample"])
+                    ).to(dtype)
+                    gluing_error = (z_glued - z0_hat).flatten(1).norm(dim=1)
+                    loss = loss + gamma * gluing_error.reshape(b, n).sum(dim=1)
+                (grad,) = torch.autograd.grad(loss.sum(), z_t)
+            with torch.no_grad():
+                z_next = c["sqrt_abar_prev"] * z0_hat + c["dir"] * eps - grad
+                if c["sigma"] > 0:
+                    z_next = z_next + c["sigma"] * randn_per_image((n, *latent_shape), generators, device, dtype)
+            # Per-image finiteness on the device; a non-finite image keeps its last finite latents.
+            keep = mask.update(step, finite_per_image(b, loss, z_next))
+            if history is not None:
+                history["measurement_error"].append(measurement_error.detach().reshape(b, n).mean(dim=1))
+                history["gluing_error"].append(
+                    gluing_error.detach().reshape(b, n).mean(dim=1)
+                    if gluing_error is not None
+                    else torch.zeros(b, dtype=dtype, device=device)
+                )
+                history["grad_norm"].append(grad.reshape(b, -1).norm(dim=1))
+            z = keep_rows(keep, z_next.detach(), z)
+            if mask.all_diverged(step):
+                break
+
         with torch.no_grad():
-            z_next = c["sqrt_abar_prev"] * z0_hat + c["dir"] * eps - grad
-            if c["sigma"] > 0:
-                z_next = z_next + c["sigma"] * randn(z.shape, generator, device, dtype)
-        if not (torch.isfinite(loss) and torch.isfinite(z_next).all()):
-            status, diverged_at = STATUS_DIVERGED, step
-            break
-        if trace is not None:
-            trace["measurement_error"].append(float(measurement_error.detach().mean()))
-            trace["gluing_error"].append(float(gluing_error.detach().mean()) if gluing_error is not None else 0.0)
-            trace["grad_norm"].append(float(grad.norm()))
-        z = z_next.detach()
-
-    with torch.no_grad():
-        particles = prior.decode(z.to(model_dtype)).to(dtype)
-    recorded = {**hyper, "n_particles": n_particles, "n_steps": n_steps, "timesteps": [timesteps[0], timesteps[-1]]}
-    return SolveResult(
-        particles=particles.cpu(),
-        latents=z.cpu(),
-        status=status,
-        diverged_at_step=diverged_at,
-        n_steps=len(timesteps) if diverged_at is None else diverged_at,
-        hyper=recorded,
-        trace=trace,
-    )
+            particles = prior.decode(z.to(model_dtype)).to(dtype)
+    recorded = {**hyper, "n_particles": n, "n_steps": n_steps, "timesteps": [timesteps[0], timesteps[-1]]}
+    traces = per_image_trace(history, b)
+    results = []
+    for image, diverged_at in enumerate(mask.statuses()):
+        rows = slice(image * n, (image + 1) * n)
+        steps_done = len(timesteps) if diverged_at is None else diverged_at
+        results.append(
+            SolveResult(
+                particles=particles[rows].cpu(),
+                latents=z[rows].cpu(),
+                status=STATUS_OK if diverged_at is None else STATUS_DIVERGED,
+                diverged_at_step=diverged_at,
+                n_steps=steps_done,
+                hyper=dict(recorded),
+                trace=None if traces is None else {k: v[:steps_done] for k, v in traces[image].items()},
+            )
+        )
+    return results[0] if single else results
 
 
 def solve(
@@ -240,13 +265,14 @@ def solve(
     operator: LinearOperator,
     y: torch.Tensor,
     n_particles: int,
-    generator: torch.Generator,
+    generators: torch.Generator | list[torch.Generator],
     *,
     n_steps: int = N_STEPS,
     progress: bool = True,
     **hyper: Any,
-) -> SolveResult:
-    """Run PSLD on one observation ``y`` (1, *y_shape) with ``n_particles`` independent DDIM chains.
+) -> SolveResult | list[SolveResult]:
+    """Run PSLD on B observations ``y`` (B, *y_shape) with ``n_particles`` independent DDIM chains each, one
+    generator per image (a single generator with y (1, ...) returns one result).
 
     Hyper-parameters: :data:`DEFAULTS` (per-task official values in :data:`TASK_DEFAULTS`, merged by the caller).
     ``particles`` are D(z_0) of the final latents. A non-finite loss or latent stops the loop without raising
@@ -257,7 +283,7 @@ def solve(
         operator,
         y,
         n_particles,
-        generator,
+        generators,
         n_steps=n_steps,
         progress=progress,
         hyper=resolve_hyper(hyper),

@@ -62,13 +62,18 @@ from dwgf.priors.base import LatentPrior
 from dwgf.solvers.base import (
     STATUS_DIVERGED,
     STATUS_OK,
+    ImageMask,
+    MaskedAdam,
     SolveResult,
+    as_generators,
     check_problem,
+    finite_per_image,
     make_timesteps,
     mean_data_fit,
     noise_level,
+    per_image_trace,
     progress_bar,
-    randn,
+    randn_per_image,
 )
 from dwgf.solvers.hyper import Hyper, HyperSpec, OfficialTask
 
@@ -163,14 +168,20 @@ def repulsion(
     z_t: torch.Tensor,
     decode: Callable[[torch.Tensor], torch.Tensor],
     feature_extractor: Callable[[torch.Tensor], torch.Tensor],
+    n_images: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """RLSD's repulsion direction Rep (module docstring) for noisy latents ``z_t`` (N, c, h, w), N >= 3.
+    """RLSD's repulsion direction Rep (module docstring) for noisy latents ``z_t`` (B N, c, h, w), N >= 3.
 
-    Returns ``(rep, kernel)``: rep of the shape of z_t and the (N, N - 1) kernel values k_ij, j != i (row i lists
-    j = 0..N-1 without i). Only ``z_t`` receives gradients: the decoder's and the extractor's weights are used as
-    they are (``torch.autograd.grad`` with respect to z_t alone).
+    The rows are ``n_images`` = B images of N particles each; particles repel only the other particles of their own
+    image (the kernel, its median bandwidth and its normalisation are per image). Returns ``(rep, kernel)``: rep of
+    the shape of z_t and the (B N, N - 1) kernel values k_ij, j != i (row i lists its image's j = 0..N-1 without
+    i). Only ``z_t`` receives gradients: the decoder's and the extractor's weights are used as they are
+    (``torch.autograd.grad`` with respect to z_t alone).
     """
-    n = z_t.shape[0]
+    rows = z_t.shape[0]
+    if n_images < 1 or rows % n_images:
+        raise ValueError(f"n_images={n_images!r} does not divide the {rows} rows of z_t")
+    n = rows // n_images
     if n < 3:
         raise ValueError(
             f"RLSD repulsion needs n_particles >= 3 (median bandwidth / log(N - 1)), got {n}; set repulsion_gamma=0"
@@ -178,21 +189,24 @@ def repulsion(
     z_req = z_t.detach().requires_grad_(True)
     with torch.enable_grad():
         features = feature_extractor(decode(z_req))
-        if not isinstance(features, torch.Tensor) or features.shape[0] != n:
+        if not isinstance(features, torch.Tensor) or features.shape[0] != rows:
             raise ValueError(
-                f"feature_extractor must return a tensor with one row per particle ({n}), got "
+                f"feature_extractor must return a tensor with one row per particle ({rows}), got "
                 f"{tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__}"
             )
-        flat = features.reshape(n, -1)
+        flat = features.reshape(rows, -1)
         with torch.no_grad():
+            per_image = flat.reshape(n_images, n, -1)
             off_diagonal = ~torch.eye(n, dtype=torch.bool, device=flat.device)
-            diff = (flat[:, None, :] - flat[None, :, :])[off_diagonal].reshape(n, n - 1, -1)  # f_i - f_j
+            diff = (per_image[:, :, None, :] - per_image[:, None, :, :])[:, off_diagonal]  # f_i - f_j, j != i
+            diff = diff.reshape(n_images, n, n - 1, -1)
             dist = diff.norm(dim=-1)
-            bandwidth = dist.median(dim=1).values ** 2 / math.log(n - 1)
-            kernel = torch.exp(-(dist**2) / bandwidth[:, None])
-            g = (2.0 * kernel[..., None] * diff / bandwidth[:, None, None]).sum(dim=1)
-        (vjp,) = torch.autograd.grad(flat, z_req, grad_outputs=g)
-    rep = vjp / kernel.sum(dim=1).reshape(n, *([1] * (z_t.ndim - 1)))
+            bandwidth = dist.median(dim=2).values ** 2 / math.log(n - 1)
+            kernel = torch.exp(-(dist**2) / bandwidth[..., None])
+            g = (2.0 * kernel[..., None] * diff / bandwidth[..., None, None]).sum(dim=2)
+        (vjp,) = torch.autograd.grad(flat, z_req, grad_outputs=g.reshape(rows, -1))
+    kernel = kernel.reshape(rows, n - 1)
+    rep = vjp / kernel.sum(dim=1).reshape(rows, *([1] * (z_t.ndim - 1)))
     return rep.detach(), kernel
 
 
@@ -201,20 +215,24 @@ def solve(
     operator: LinearOperator,
     y: torch.Tensor,
     n_particles: int,
-    generator: torch.Generator,
+    generators: torch.Generator | list[torch.Generator],
     *,
     n_steps: int = N_STEPS,
     progress: bool = True,
     **hyper: Any,
-) -> SolveResult:
-    """Run RLSD on one observation ``y`` (1, *y_shape) with ``n_particles`` particles (see the module docstring).
+) -> SolveResult | list[SolveResult]:
+    """Run RLSD on B observations ``y`` (B, *y_shape) with ``n_particles`` particles each (module docstring), one
+    generator per image (a single generator with y (1, ...) returns one result).
 
-    Random draws, all from ``generator``, in this order: the initial latents z ~ N(0, I), then (augmented) the
-    initial pixels x ~ N(0, I), then per step the forward noise eps. ``particles`` are x (augmented) or D(z)
-    (non-augmented); the augmented result also carries ``extras["decoded"] = D(z)``. A non-finite loss, gradient or
-    iterate stops the loop without raising (``status="diverged"``) and keeps the last finite state.
+    Random draws, from each image's generator, in this order: its initial latents z ~ N(0, I), then (augmented)
+    its initial pixels x ~ N(0, I), then per step the forward noise eps. ``particles`` are x (augmented) or D(z)
+    (non-augmented); the augmented result also carries ``extras["decoded"] = D(z)``. The normalisations
+    (1 / (N d)) and the repulsion are per image. An image with a non-finite loss, gradient or iterate is frozen at
+    its state from before that step without raising (``status="diverged"``); the others go on.
     """
-    latent_shape = check_problem(prior, operator, y, n_particles)
+    generators, single = as_generators(generators)
+    b = len(generators)
+    latent_shape = check_problem(prior, operator, y, n_particles, b)
     hp = resolve_hyper(hyper)
     timesteps = make_timesteps(n_steps, t_max=hp["t_max"], t_min=hp["t_min"])
     device, model_dtype = prior.device, prior.dtype
@@ -226,78 +244,77 @@ def solve(
     if gamma_rep > 0 and n < 3:
         raise ValueError(f"RLSD repulsion needs n_particles >= 3, got {n}; set repulsion_gamma=0")
     y = y.to(device=device, dtype=dtype)
-    trace: dict[str, list[float]] | None = {key: [] for key in TRACE_KEYS} if hp["trace"] else None
+    history: dict[str, list[torch.Tensor]] | None = {key: [] for key in TRACE_KEYS} if hp["trace"] else None
 
     def decode(latents: torch.Tensor) -> torch.Tensor:
         return prior.decode(latents.to(model_dtype)).to(dtype)
 
-    z = randn((n, *latent_shape), generator, device, dtype).requires_grad_(True)
+    def per_image_sum(values: torch.Tensor) -> torch.Tensor:
+        return values.reshape(b, -1).sum(dim=1)
+
+    z = randn_per_image((n, *latent_shape), generators, device, dtype).requires_grad_(True)
     adam = {"betas": hp["betas"], "eps": float(hp["adam_eps"])}
-    optimiser_z = torch.optim.Adam([z], lr=float(hp["lr_z"]), **adam)
+    optimiser_z = MaskedAdam(z, lr=float(hp["lr_z"]), **adam)
     x: torch.Tensor | None = None
     if augmented:
-        x = randn((n, *operator.x_shape), generator, device, dtype).requires_grad_(True)
-        optimiser_x = torch.optim.Adam([x], lr=float(hp["lr_x"]), **adam)
+        x = randn_per_image((n, *operator.x_shape), generators, device, dtype).requires_grad_(True)
+        optimiser_x = MaskedAdam(x, lr=float(hp["lr_x"]), **adam)
+    mask = ImageMask(b, n, device)
 
-    status, diverged_at = STATUS_OK, None
-    for step in progress_bar(range(len(timesteps)), progress, "rlsd"):
-        t = timesteps[step]
-        sqrt_abar, sqrt_one_minus_abar = noise_level(prior.alphas_cumprod, t)
-        s_t = sqrt_one_minus_abar / sqrt_abar
+    with prior.rows_per_image(n):
+        for step in progress_bar(range(len(timesteps)), progress, "rlsd"):
+            t = timesteps[step]
+            sqrt_abar, sqrt_one_minus_abar = noise_level(prior.alphas_cumprod, t)
+            s_t = sqrt_one_minus_abar / sqrt_abar
+            with torch.no_grad():
+                eps = randn_per_image((n, *latent_shape), generators, device, dtype)
+                z_t = sqrt_abar * z + sqrt_one_minus_abar * eps
+                residual = prior.eps(z_t.to(model_dtype), t).to(dtype) - eps
+            rep_norm = torch.zeros(b, dtype=dtype, device=device)
+            if gamma_rep > 0 and (hp["sigma_break"] is None or t > hp["sigma_break"]):
+                rep, _ = repulsion(z_t, decode, hp["feature_extractor"], n_images=b)
+                residual = residual - gamma_rep * sqrt_one_minus_abar * rep
+                rep_norm = rep.reshape(b, -1).norm(dim=1)
+            g_prior = (weight * s_t / (n * d_z)) * residual
+            keep_before = mask.rows()
+
+            # 1. The updates of every image; a frozen image's rows are put back by MaskedAdam.
+            if augmented:
+                coupling = per_image_sum((x.detach() - decode(z)) ** 2) / (2.0 * n * d_x)
+                (grad_z,) = torch.autograd.grad(coupling.sum(), z)
+                optimiser_z.step(grad_z + g_prior, keep_before)
+                with torch.no_grad():
+                    decoded = decode(z)
+                data_fit = mean_data_fit(y, operator(x), d_y, n_images=b)
+                coupling_x = per_image_sum((x - decoded) ** 2) / (2.0 * n * d_x)
+                loss_x = data_fit + rho * coupling_x
+                (grad_x,) = torch.autograd.grad(loss_x.sum(), x)
+                optimiser_x.step(grad_x, keep_before)
+                finite = finite_per_image(b, loss_x, coupling, z, x, decoded)
+            else:
+                coupling = torch.zeros(b, dtype=dtype, device=device)
+                data_fit = mean_data_fit(y, operator(decode(z)), d_y, n_images=b)
+                (grad_z,) = torch.autograd.grad(data_fit.sum(), z)
+                optimiser_z.step(grad_z + g_prior, keep_before)
+                finite = finite_per_image(b, data_fit, z)
+
+            # 2. An image first non-finite after this step goes back to its state from before it (values and
+            # Adam moments), on the device.
+            keep = mask.update(step, finite)
+            optimiser_z.revert(keep)
+            if x is not None:
+                optimiser_x.revert(keep)
+            if history is not None:
+                history["data_fit"].append(data_fit.detach())
+                history["coupling"].append(coupling.detach())
+                history["prior_grad_norm"].append(g_prior.reshape(b, -1).norm(dim=1))
+                history["repulsion_norm"].append(rep_norm)
+            if mask.all_diverged(step):
+                break
+
         with torch.no_grad():
-            eps = randn(z.shape, generator, device, dtype)
-            z_t = sqrt_abar * z + sqrt_one_minus_abar * eps
-            residual = prior.eps(z_t.to(model_dtype), t).to(dtype) - eps
-        rep_norm = 0.0
-        if gamma_rep > 0 and (hp["sigma_break"] is None or t > hp["sigma_break"]):
-            rep, _ = repulsion(z_t, decode, hp["feature_extractor"])
-            residual = residual - gamma_rep * sqrt_one_minus_abar * rep
-            rep_norm = float(rep.norm())
-        g_prior = (weight * s_t / (n * d_z)) * residual
-        last_z = z.detach().clone()
-        last_x = x.detach().clone() if x is not None else None
-
-        if augmented:
-            coupling = ((x.detach() - decode(z)) ** 2).sum() / (2.0 * n * d_x)
-            (grad_z,) = torch.autograd.grad(coupling, z)
-            z.grad = grad_z + g_prior
-            optimiser_z.step()
-            with torch.no_grad():
-                decoded = decode(z)
-            data_fit = mean_data_fit(y, operator(x), d_y)
-            coupling_x = ((x - decoded) ** 2).sum() / (2.0 * n * d_x)
-            loss_x = data_fit + rho * coupling_x
-            (grad_x,) = torch.autograd.grad(loss_x, x)
-            x.grad = grad_x
-            optimiser_x.step()
-            finite = bool(torch.isfinite(loss_x) and torch.isfinite(coupling)) and all(
-                bool(torch.isfinite(v).all()) for v in (z, x, decoded)
-            )
-        else:
-            coupling = torch.zeros(())
-            data_fit = mean_data_fit(y, operator(decode(z)), d_y)
-            (grad_z,) = torch.autograd.grad(data_fit, z)
-            z.grad = grad_z + g_prior
-            optimiser_z.step()
-            finite = bool(torch.isfinite(data_fit)) and bool(torch.isfinite(z).all())
-
-        if not finite:
-            with torch.no_grad():
-                z.copy_(last_z)
-                if x is not None:
-                    x.copy_(last_x)
-            status, diverged_at = STATUS_DIVERGED, step
-            break
-        if trace is not None:
-            trace["data_fit"].append(float(data_fit.detach()))
-            trace["coupling"].append(float(coupling.detach()))
-            trace["prior_grad_norm"].append(float(g_prior.norm()))
-            trace["repulsion_norm"].append(rep_norm)
-
-    with torch.no_grad():
-        decoded = decode(z.detach())
+            decoded = decode(z.detach())
     particles = x.detach() if augmented else decoded
-    extras = {"decoded": decoded.cpu()} if augmented else {}
     recorded = {
         **hp,
         "betas": list(hp["betas"]),
@@ -307,13 +324,21 @@ def solve(
         "n_steps": n_steps,
         "timesteps": [timesteps[0], timesteps[-1]],
     }
-    return SolveResult(
-        particles=particles.cpu(),
-        latents=z.detach().cpu(),
-        status=status,
-        diverged_at_step=diverged_at,
-        n_steps=len(timesteps) if diverged_at is None else diverged_at,
-        hyper=recorded,
-        trace=trace,
-        extras=extras,
-    )
+    traces = per_image_trace(history, b)
+    results = []
+    for image, diverged_at in enumerate(mask.statuses()):
+        rows = slice(image * n, (image + 1) * n)
+        steps_done = len(timesteps) if diverged_at is None else diverged_at
+        results.append(
+            SolveResult(
+                particles=particles[rows].cpu(),
+                latents=z.detach()[rows].cpu(),
+                status=STATUS_OK if diverged_at is None else STATUS_DIVERGED,
+                diverged_at_step=diverged_at,
+                n_steps=steps_done,
+                hyper=dict(recorded),
+                trace=None if traces is None else {k: v[:steps_done] for k, v in traces[image].items()},
+                extras={"decoded": decoded[rows].cpu()} if augmented else {},
+            )
+        )
+    return results[0] if single else results

@@ -10,6 +10,7 @@ rule solve:
     params:
         spec=shard_spec("solve"),
         ids=lambda wc: ",".join(PLAN.shard_ids(wc.method, wc.task, wc.variant, wc.shard)),
+        batch_images=lambda wc: PLAN.batch_images(wc.method),
         root=R,
     log:
         PLAN.log("solve", "{method}/{task}/{variant}/shard-{shard}"),
@@ -19,4 +20,5 @@ rule solve:
         **resources("solve"),
     shell:
         "dwgf solve --spec {params.spec:q} --root {params.root:q} --prior {input.prior:q}"
-        " --observations {input.observations:q} --ids {params.ids:q} --out {output:q} > {log:q} 2>&1"
+        " --observations {input.observations:q} --ids {params.ids:q} --batch-images {params.batch_images}"
+        " --out {output:q} > {log:q} 2>&1"
