@@ -235,6 +235,9 @@ def test_evaluate_rows_match_an_independent_psnr(root):
             ]
             assert len(row) == 1 and abs(float(row["value"].iloc[0]) - expected) < 1e-6
     assert set(df["metric"]) >= {"posterior_mean_psnr", "spread_ratio", "sliced_w2", "runtime_s"}
+    assert set(df["metric"]) >= {"mode_coverage", "mode_coverage_exact_expected", "posterior_weight_entropy"}
+    calibration = df[df.metric == "calibration_ratio"]
+    assert set(calibration["protocol"].str.split(";").str[0]) == {"space=image", "space=latent"}
     assert read_record(f"{out}.prov.json")["outputs"]
 
 

@@ -220,7 +220,7 @@ def run_compare(
                     variant = "main" if regime == "real" else f"testbed-compare-{regime}"
                     generator = make_generator(solve_seed(seed, method, task, variant, image_id))
                     start = time.perf_counter()
-                    result = get_solver(method)(
+                    result = get_solver(plan.solver(method))(
                         prior, operator, y, n, generator, n_steps=n_steps, progress=progress, **hyper
                     )
                     seconds = time.perf_counter() - start

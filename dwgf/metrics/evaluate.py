@@ -21,7 +21,7 @@ Paper protocol reminder (docs/method.md#dwgf, docs/protocol.md#evaluation): the 
 the mean over the 4 particles (not the particle-mean image, not best-of-N); aggregate with
 :func:`per_image_particle_average`.
 
-Exact-posterior test bed: :func:`posterior_rows` (:mod:`dwgf.metrics.testbed`).
+Exact-posterior test bed: :func:`posterior_rows` and :func:`mixture_rows` (:mod:`dwgf.metrics.testbed`).
 
 Per set: :func:`set_rows` (FID and KID from features, :mod:`dwgf.metrics.fid`) and :func:`policy_images`
 to pick the images of a sample policy.
@@ -29,6 +29,7 @@ to pick the images of a sample policy.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -176,6 +177,53 @@ def posterior_rows(
         keys.row(metric="sliced_w2", protocol=f"space={space};{testbed.sliced_protocol(n_projections, seed)};"
                  f"posterior_samples={m}", value=sw, status=status, network=PIXEL_IMPLEMENTATION),
     ]  # fmt: skip
+
+
+def mixture_rows(
+    latents: torch.Tensor,
+    weights: torch.Tensor,
+    prior_components: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    keys: RowKeys,
+) -> list[dict[str, Any]]:
+    """Multimodality rows of one image (latent space; :mod:`dwgf.metrics.testbed`'s docstring states the rules).
+
+    * ``posterior_weight_entropy``/``nats``: H(w) of the exact posterior's component weights (a property of the
+      observation, the same for every method);
+    * ``mode_coverage``/``assignment=argmax_prior_responsibility``: posterior mass (``weights``) of the components
+      visited; ``prior_components`` = (pi, mu, Cholesky factors of Sigma^-1) of the prior mixture that assigns;
+    * ``mode_coverage_exact_expected``/``n=<N>``: sum_k w_k (1 - (1 - w_k)^N), what N exact samples reach on
+      average -- the reference value for ``mode_coverage`` at this N.
+    """
+    z = torch.as_tensor(latents)
+    finite = bool(torch.isfinite(z).all())
+    status = STATUS_OK if finite else STATUS_NON_FINITE
+    coverage = testbed.mode_coverage(z, weights, *prior_components) if finite else None
+    n = z.shape[0]
+    return [
+        keys.row(metric="posterior_weight_entropy", protocol="space=latent;nats",
+                 value=testbed.component_weight_entropy(weights), network=PIXEL_IMPLEMENTATION),
+        keys.row(metric="mode_coverage", protocol="space=latent;assignment=argmax_prior_responsibility",
+                 value=coverage, status=status, network=PIXEL_IMPLEMENTATION),
+        keys.row(metric="mode_coverage_exact_expected", protocol=f"space=latent;n={n}",
+                 value=testbed.expected_mode_coverage(weights, n), network=PIXEL_IMPLEMENTATION),
+    ]  # fmt: skip
+
+
+def calibration_rows(
+    particles: torch.Tensor, ground_truth: torch.Tensor, keys: RowKeys, *, space: str = "image"
+) -> list[dict[str, Any]]:
+    """``calibration_ratio`` of the particles against the ground truth (null with a status for N < 2 or non-finite)."""
+    x = torch.as_tensor(particles)
+    n = x.shape[0]
+    finite = bool(torch.isfinite(x).all())
+    status = STATUS_OK if finite else STATUS_NON_FINITE
+    if n < 2:
+        status = STATUS_TOO_FEW
+    value = testbed.calibration_ratio(x, ground_truth) if status == STATUS_OK else None
+    if value is not None and math.isinf(value):
+        value, status = None, "zero_particle_spread"
+    return [keys.row(metric="calibration_ratio", protocol=f"space={space};mse_over_(1+1/N)_variance", value=value,
+                     status=status, network=PIXEL_IMPLEMENTATION)]  # fmt: skip
 
 
 def policy_images(

@@ -23,6 +23,25 @@ Metrics:
   W_2^2 = int_0^1 (F^{-1}(u) - G^{-1}(u))^2 du, with both quantile functions piecewise constant between the
   breakpoints {i/N} ∪ {j/M} (computed in integer units of 1/(N M), so no breakpoint is lost to round-off).
   Protocol ``projections=<L>;seed=<seed>``.
+
+Multimodality (the exact posterior is a mixture sum_k w_k N(m_k, C_k), in latent space):
+
+* :func:`component_weight_entropy` -- H(w) = -sum_k w_k log w_k in nats (0 = one component holds all the mass;
+  log K = uniform); exp(H) is the effective number of posterior modes. It selects the multimodal test problems.
+* :func:`mode_coverage` -- posterior component k of the test bed is prior component k conditioned on y, so a mode
+  is named by its prior component. Assignment rule: particle z_i *visits* a(z_i) = argmax_k pi_k N(z_i; mu_k,
+  Sigma_k), the component with the highest *prior* responsibility for that particle (the prior's components are
+  wide, so the rule stays meaningful for a particle that missed the narrow posterior; the posterior's own
+  responsibilities would be decided by its narrowest directions). Coverage = sum of the posterior weights w_k
+  over the visited components, in [0, 1]; 1 = every component with posterior mass was visited. N particles drawn
+  from the exact posterior reach :func:`expected_mode_coverage` = sum_k w_k (1 - (1 - w_k)^N) on average when
+  the assignment recovers the component each sample came from (well-separated components).
+* :func:`calibration_ratio` -- how well the particle spread predicts the error of the particle mean against the
+  ground truth: mean_d (x_d - xbar_d)^2 / ((1 + 1/N) mean_d s_d^2), s_d^2 the across-particle sample variance
+  (N - 1 in the denominator). If the ground truth and the N particles are independent draws of one posterior
+  (the well-specified regime with an exact sampler), numerator and denominator have the same expectation, so the
+  ratio is ~1; > 1 = over-confident (spread too small for the error made), < 1 = under-confident. A ratio of
+  means, for the same reason as :func:`spread_ratio`. Needs N >= 2.
 """
 
 from __future__ import annotations
@@ -145,3 +164,73 @@ def sliced_wasserstein2(
 
 def sliced_protocol(n_projections: int, seed: int) -> str:
     return f"projections={n_projections};seed={seed}"
+
+
+def component_weight_entropy(weights: torch.Tensor) -> float:
+    """H(w) = -sum_k w_k log w_k (nats) of posterior component weights (terms with w_k = 0 contribute 0)."""
+    w = torch.as_tensor(weights).detach().cpu().to(torch.float64).reshape(-1)
+    if w.numel() == 0 or (w < 0).any() or abs(float(w.sum()) - 1.0) > 1e-6:
+        raise ValueError(f"weights must be non-negative and sum to 1, got sum {float(w.sum())!r}")
+    positive = w[w > 0]
+    return float(-(positive * positive.log()).sum())
+
+
+def component_assignments(
+    latents: torch.Tensor, weights: torch.Tensor, means: torch.Tensor, precision_cholesky: torch.Tensor
+) -> torch.Tensor:
+    """a(z_i) = argmax_k [log w_k + log N(z_i; m_k, C_k)] for particles (N, *dims) -> (N,) int64.
+
+    ``precision_cholesky`` (K, d, d): lower L_k with C_k^-1 = L_k L_k^T (as
+    :class:`~dwgf.priors.gaussian_mixture.GaussianMixturePosterior` stores it).
+    """
+    z = _flat(latents, "latents")
+    w = torch.as_tensor(weights).detach().cpu().to(torch.float64).reshape(-1)
+    m = torch.as_tensor(means).detach().cpu().to(torch.float64)
+    chol = torch.as_tensor(precision_cholesky).detach().cpu().to(torch.float64)
+    K, d = m.shape
+    if w.shape != (K,) or chol.shape != (K, d, d) or z.shape[1] != d:
+        raise ValueError(
+            f"shapes do not fit: latents {tuple(z.shape)}, weights {tuple(w.shape)}, means {tuple(m.shape)}, "
+            f"precision_cholesky {tuple(chol.shape)}"
+        )
+    white = torch.einsum("kij,nki->nkj", chol, z[:, None, :] - m[None])  # L_k^T (z - m_k)
+    half_logdet = chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    with torch.no_grad():
+        log_joint = w.clamp_min(1e-300).log()[None] + half_logdet[None] - 0.5 * (white**2).sum(-1)
+    return log_joint.argmax(1)
+
+
+def mode_coverage(
+    latents: torch.Tensor,
+    posterior_weights: torch.Tensor,
+    weights: torch.Tensor,
+    means: torch.Tensor,
+    precision_cholesky: torch.Tensor,
+) -> float:
+    """Sum of ``posterior_weights`` over the components visited by at least one particle (module docstring);
+    ``weights``, ``means``, ``precision_cholesky`` are the mixture that assigns them (the prior's)."""
+    visited = component_assignments(latents, weights, means, precision_cholesky).unique()
+    w = torch.as_tensor(posterior_weights).detach().cpu().to(torch.float64).reshape(-1)
+    return float(w[visited].sum())
+
+
+def expected_mode_coverage(weights: torch.Tensor, n_particles: int) -> float:
+    """E[coverage] of ``n_particles`` independent draws of the component label: sum_k w_k (1 - (1 - w_k)^N)."""
+    if n_particles < 1:
+        raise ValueError(f"n_particles must be >= 1, got {n_particles}")
+    w = torch.as_tensor(weights).detach().cpu().to(torch.float64).reshape(-1)
+    return float((w * (1.0 - (1.0 - w) ** n_particles)).sum())
+
+
+def calibration_ratio(particles: torch.Tensor, ground_truth: torch.Tensor) -> float:
+    """mean_d (x_d - xbar_d)^2 / ((1 + 1/N) mean_d s_d^2); ~1 when x and the particles share one law (docstring)."""
+    x = _flat(particles, "particles")
+    n = x.shape[0]
+    if n < 2:
+        raise ValueError(f"calibration_ratio needs at least 2 particles, got {n}")
+    gt = _vector(ground_truth, "ground_truth", x.shape[1])
+    variance = float(x.var(dim=0, correction=1).mean())
+    error = float(((gt - x.mean(dim=0)) ** 2).mean())
+    if variance == 0.0:
+        return math.inf if error > 0 else math.nan
+    return error / ((1.0 + 1.0 / n) * variance)

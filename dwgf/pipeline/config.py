@@ -49,11 +49,12 @@ def key_path(parts: Any) -> str:
     return text or "<top level>"
 
 
-def full_schema(schema_path: str | os.PathLike = SCHEMA_PATH) -> dict[str, Any]:
+def full_schema(schema_path: str | os.PathLike = SCHEMA_PATH, variant_names: tuple[str, ...] = ()) -> dict[str, Any]:
     """The config schema with the registries filled in: ``methods`` gets one property per registered solver whose
     ``hyper`` (and ``per_task.<task>.hyper``) is ``$defs.hyper_<solver>`` = that solver's
-    ``HYPER.schema_fragment()``; ``ablation.method``, ``task.operator`` and ``metrics.fid_network`` get the
-    registered names (solvers, operators, :data:`dwgf.metrics.fid.NETWORKS`) as enums."""
+    ``HYPER.schema_fragment()``, and each of ``variant_names`` (method entries of the config with a ``solver`` key)
+    is a named variant checked like that solver; ``ablation.method``, ``task.operator`` and ``metrics.fid_network``
+    get the registered names (solvers, operators, :data:`dwgf.metrics.fid.NETWORKS`) as enums."""
     from dwgf.metrics.fid import NETWORKS
     from dwgf.operators import operator_names
     from dwgf.solvers import solver_hyper, solver_names
@@ -72,7 +73,18 @@ def full_schema(schema_path: str | os.PathLike = SCHEMA_PATH) -> dict[str, Any]:
                 "per_task": {"additionalProperties": {"properties": {"hyper": hyper_ref}}},
             },
         }
-    defs["methods"]["properties"] = methods
+    # a named variant of a solver (``variant_names``: method entries with a ``solver`` key) is checked like that
+    # solver: {solver: <name>, ...} with that solver's hyper-parameters; any other unknown name is refused
+    variant = {
+        "type": "object",
+        "required": ["solver"],
+        "properties": {"solver": {"enum": solvers}},
+        "allOf": [
+            {"if": {"properties": {"solver": {"const": name}}}, "then": {"$ref": "#/$defs/method", **methods[name]}}
+            for name in solvers
+        ],
+    }
+    defs["methods"]["properties"] = {**{name: variant for name in variant_names if name not in methods}, **methods}
     defs["methods"]["additionalProperties"] = False
     defs["ablation"]["properties"]["method"] = {**defs["ablation"]["properties"]["method"], "enum": solvers}
     defs["task"]["properties"]["operator"] = {**defs["task"]["properties"]["operator"], "enum": operator_names()}
@@ -88,7 +100,16 @@ def validate_config(config: dict[str, Any], schema_path: str | os.PathLike = SCH
     (:func:`full_schema`)."""
     import jsonschema
 
-    schema = full_schema(schema_path)
+    variants = sorted(
+        {
+            name
+            for suite in (config.get("suites") or {}).values()
+            if isinstance(suite, dict) and isinstance(suite.get("methods"), dict)
+            for name, entry in suite["methods"].items()
+            if isinstance(entry, dict) and "solver" in entry
+        }
+    )
+    schema = full_schema(schema_path, tuple(variants))
     validator_cls = jsonschema.validators.validator_for(schema)
     validator = validator_cls(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.path))))

@@ -122,6 +122,7 @@ def fit_prior(spec: dict[str, Any], root: str | os.PathLike, out: str | os.PathL
         n_components=int(fit["n_components"]),
         seed=int(fit["seed"]),
         reg_covar=float(fit.get("reg_covar", 1e-4)),
+        min_component_size=fit.get("min_component_size"),
         ids=kept_ids,
     )
     prior.config["held_out"] = {

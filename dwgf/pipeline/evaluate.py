@@ -12,7 +12,9 @@ Rows follow the long-format schema of :mod:`dwgf.metrics.schema` and are written
 * test-bed prior only (``metrics.posterior``): :func:`dwgf.metrics.evaluate.posterior_rows` against the exact
   posterior p(z | y) of :meth:`~dwgf.priors.gaussian_mixture.GaussianMixturePrior.posterior` (sigma_dec = 0,
   the prior's deterministic decoder), in image space and in latent space, with 256 exact posterior samples
-  drawn from ``derive_seed(seed, "posterior", task, id)``;
+  drawn from ``derive_seed(seed, "posterior", task, id)``; the posterior's component-weight entropy and the mode
+  coverage (:func:`dwgf.metrics.evaluate.mixture_rows`); the calibration ratio of the ground truth under the
+  particle spread, in both spaces (:func:`dwgf.metrics.evaluate.calibration_rows`);
 * :func:`dwgf.metrics.runtime.solve_record_rows`: ``runtime_s`` and ``peak_memory_bytes`` from the solve
   record (status ``solve_<status>`` when the solve did not succeed; an image whose solve raised has only these
   rows).
@@ -74,18 +76,28 @@ def _posterior_reference(prior, operator, sigma_y: float, y, seed: int) -> dict[
     return {
         "image": (posterior.mean_image[0], posterior.std_image[0], SlicedReference(samples_x)),
         "latent": (posterior.mean_latent, posterior.std_latent, SlicedReference(samples_z.flatten(1))),
+        "weights": posterior.weights,
+        "prior_components": prior.mixture_components(),
     }
 
 
-def _posterior_rows(reference: dict[str, Any], particles, latents, keys) -> list[dict[str, Any]]:
+def _posterior_rows(reference: dict[str, Any], particles, latents, keys, gt=None, prior=None) -> list[dict[str, Any]]:
+    """Exact-posterior rows; with the ground truth ``gt`` (and the prior, to encode it) also calibration rows."""
     import torch
 
-    from dwgf.metrics.evaluate import posterior_rows
+    from dwgf.metrics.evaluate import calibration_rows, mixture_rows, posterior_rows
 
     rows = []
-    for space, values in (("image", particles.to(torch.float64)), ("latent", latents.to(torch.float64).flatten(1))):
+    spaces = (("image", particles.to(torch.float64)), ("latent", latents.to(torch.float64).flatten(1)))
+    for space, values in spaces:
         mean, std, sliced = reference[space]
         rows += posterior_rows(values, mean, std, sliced, keys, space=space)
+    rows += mixture_rows(spaces[1][1], reference["weights"], reference["prior_components"], keys)
+    if gt is not None:
+        gt64 = gt.to(torch.float64)
+        rows += calibration_rows(spaces[0][1], gt64, keys, space="image")
+        gt_latent = prior.encode(gt64.to(prior.dtype), sample=False).to(torch.float64).flatten(1)
+        rows += calibration_rows(spaces[1][1], gt_latent, keys, space="latent")
     for row in rows:
         row["protocol"] += f";sigma_dec={POSTERIOR_SIGMA_DEC:g}"
     return rows
@@ -206,7 +218,8 @@ def evaluate_shard(
 
             reference = context.posterior(root, prior_record, spec["task"], int(spec["image_size"]), image_id,
                                           keys.observation_sha256, seeds[image_id], load_y)  # fmt: skip
-            rows += _posterior_rows(reference, particles, latents, keys)
+            prior = context.prior(root, prior_record)
+            rows += _posterior_rows(reference, particles, latents, keys, gt=gt, prior=prior)
         inputs += [run_path, gt_path, obs_path]
     recorder.seeds = seeds
     write_metrics(rows, out)

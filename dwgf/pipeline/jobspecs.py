@@ -70,6 +70,7 @@ class JobSpecs:
             "device": self.suite.spec["device"],
             "dtype": self.suite.spec["dtype"],
             "method": method,
+            **({"solver": self.suite.solver(method)} if self.suite.solver(method) != method else {}),
             "variant": variant,
             "task": self.task_spec(task),
             **self.suite.settings(method, task, variant),

@@ -84,7 +84,7 @@ def check_methods(plan: Suite) -> None:
     from dwgf.solvers.base import make_timesteps
 
     for method in plan.methods:
-        spec = solver_hyper(method)
+        spec = solver_hyper(plan.solver(method))
         for task in plan.tasks:
             sigma_y = plan.spec["tasks"][task]["sigma_y"]
             for variant in plan.variants(method, task):

@@ -177,7 +177,7 @@ def solve_shard(
             f"the spec builds {operator.params()}; re-run `dwgf observe` for task {task['name']!r}"
         )
     prior, _ = load_pipeline_prior(root, prior_record, spec["device"], spec["dtype"])
-    solve = get_solver(method)
+    solve = get_solver(spec.get("solver", method))
     seeds = {i: solve_seed(spec["seed"], method, task["name"], variant, i) for i in ids}
     recorder = Recorder("solve", root=root, config=spec, seeds=seeds)
 

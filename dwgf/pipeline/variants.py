@@ -4,7 +4,8 @@ Vocabulary
 ----------
 * **task**: an operator with its parameters and sigma_y (``suites.<s>.tasks.<task>``).
 * **method**: a solver of :mod:`dwgf.solvers` with N, step count and hyper-parameters, optionally overridden
-  per task (``per_task``).
+  per task (``per_task``). A method named otherwise names its solver (``dwgf_svgd: {solver: dwgf, ...}``): a
+  named variant, with rows of its own in every table.
 * **variant**: ``main`` (the method's settings) or ``<ablation>-<value>`` for one ablation value
   (``gamma-0.05``). An ablation value equal to the main setting *is* the main variant (no duplicate solve):
   its rows are read from ``main`` restricted to the ablation's images.
@@ -100,11 +101,15 @@ class Suite:
     def _where(self, *keys: str) -> str:
         return ".".join(["suites", self.suite, *keys])
 
+    def solver(self, method: str) -> str:
+        """The solver of ``method``: its ``solver`` key (a named variant such as ``dwgf_svgd``) or its own name."""
+        return self.spec["methods"][method].get("solver", method)
+
     def hyper_keys(self, method: str) -> list[str]:
-        """The hyper-parameter names the config may set for ``method`` (its declaration's configurable keys)."""
+        """The hyper-parameter names the config may set for ``method`` (its solver's configurable keys)."""
         from dwgf.solvers import solver_hyper
 
-        return solver_hyper(method).configurable
+        return solver_hyper(self.solver(method) if method in self.spec["methods"] else method).configurable
 
     def _check_methods(self) -> None:
         for method, settings in self.spec["methods"].items():

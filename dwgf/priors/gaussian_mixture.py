@@ -198,6 +198,12 @@ class GaussianMixturePrior(LatentPrior):
         """The float64 CPU master tensors (``decoder.W``, ``decoder.s``, ``decoder.b``, ``mixture.*``)."""
         return dict(self._master)
 
+    def mixture_components(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(pi (K,), mu (K, d), L (K, d, d)) of the clean prior; L_k = lower Cholesky factor of Sigma_k^-1 (float64)."""
+        precisions = self._eigvecs @ torch.diag_embed(1.0 / self._eigvals) @ self._eigvecs.mT
+        chol = torch.linalg.cholesky(0.5 * (precisions + precisions.mT))
+        return self._master["mixture.weights"], self._master["mixture.means"], chol
+
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | str | None = None
     ) -> GaussianMixturePrior:
@@ -442,6 +448,7 @@ class GaussianMixturePrior(LatentPrior):
         ids: list[str] | None = None,
         max_iter: int = 500,
         tol: float = 1e-3,
+        min_component_size: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | str | None = None,
     ) -> GaussianMixturePrior:
@@ -453,6 +460,14 @@ class GaussianMixturePrior(LatentPrior):
         covariance_type="full", reg_covar, tol, max_iter, n_init=1, init_params="kmeans",
         random_state=seed)`` on the whitened codes; a fit that does not converge raises ``RuntimeError``.
         ``ids`` (the crops' ids) only go into the saved config's hash.
+
+        ``min_component_size`` (None = off, the plain EM fit above): every component must hold at least that many
+        training codes under the hard assignment argmax_k p(k | z) -- EM in d = 256 otherwise parks components on
+        single outlying crops (weight 1/n, covariance reg_covar·I), which are not modes of the image distribution.
+        :func:`_fit_min_size` repairs such a fit by splitting the largest component along its top principal
+        direction into the tiny one's slot and refitting; components still too small after
+        :data:`MAX_SPLIT_ROUNDS` rounds are dropped (so K may shrink). ``config["em"]`` records the final sizes,
+        the rounds and what was dropped.
         """
         import scipy.linalg
         from sklearn.mixture import GaussianMixture
@@ -507,6 +522,14 @@ class GaussianMixturePrior(LatentPrior):
             init_params="kmeans",
             random_state=seed,
         ).fit(whitened)
+        repair: dict[str, Any] | None = None
+        if min_component_size is not None:
+            if not isinstance(min_component_size, int) or not 1 <= min_component_size <= n // n_components:
+                raise ValueError(
+                    f"min_component_size must be an int in [1, n / n_components] = [1, {n // n_components}], "
+                    f"got {min_component_size!r}"
+                )
+            mixture, repair = _fit_min_size(mixture, whitened, min_component_size)
         if not mixture.converged_:
             raise RuntimeError(
                 f"EM did not converge in max_iter={max_iter} iterations (tol={tol}); raise max_iter or reg_covar"
@@ -518,7 +541,7 @@ class GaussianMixturePrior(LatentPrior):
             "image_size": int(size),
             "latent_channels": int(latent_channels),
             "latent_dim": int(d),
-            "n_components": int(n_components),
+            "n_components": int(mixture.n_components),
             "seed": int(seed),
             "reg_covar": float(reg_covar),
             "sigma_enc": float(sigma_enc),
@@ -535,6 +558,8 @@ class GaussianMixturePrior(LatentPrior):
                 # EM in 256-D often parks components on single outlying crops (weight 1/n, covariance
                 # reg_covar·I); the weights make that visible in the saved record.
                 "weights": [float(w) for w in mixture.weights_],
+                "component_sizes": [int(c) for c in _hard_counts(mixture, whitened)],
+                **({"min_component_size": repair} if repair is not None else {}),
             },
             "pca": {
                 "latent_scale_min": float(s.min()),
@@ -653,7 +678,8 @@ class GaussianMixturePrior(LatentPrior):
         """``{"path": folder}`` loads; otherwise the keys are :meth:`fit_bundled` settings.
 
         Fit keys: n_per_image, image_size, n_test, seed, n_components, latent_channels, reg_covar, sigma_enc,
-        max_iter, tol. ``overrides`` may set ``device`` and ``dtype`` (also accepted inside ``spec``).
+        max_iter, tol, min_component_size. ``overrides`` may set ``device`` and ``dtype`` (also accepted inside
+        ``spec``).
         """
         spec = {**spec, **overrides}
         placement = {key: spec.pop(key) for key in ("device", "dtype") if key in spec}
@@ -673,12 +699,101 @@ class GaussianMixturePrior(LatentPrior):
             "sigma_enc",
             "max_iter",
             "tol",
+            "min_component_size",
         }
         unknown = sorted(set(spec) - allowed)
         if unknown:
             raise ValueError(f"unknown gaussian_mixture prior spec keys {unknown}; use 'path' or {sorted(allowed)}")
         prior, _, _ = cls.fit_bundled(**spec, **placement)
         return prior
+
+
+#: Split-and-refit rounds of :func:`_fit_min_size` before components that are still too small are dropped.
+MAX_SPLIT_ROUNDS = 6
+
+
+def _hard_counts(mixture: Any, codes: Any) -> Any:
+    """Training codes per component under the hard assignment argmax_k p(k | z) (numpy int array, (K,))."""
+    import numpy as np
+
+    return np.bincount(mixture.predict(codes), minlength=mixture.n_components)
+
+
+def _refit(template: Any, codes: Any, labels: Any) -> Any:
+    """EM from the hard partition ``labels`` (weights, means, covariances + reg_covar·I of each group)."""
+    import numpy as np
+    from sklearn.mixture import GaussianMixture
+
+    groups = np.unique(labels)
+    d = codes.shape[1]
+    weights, means, precisions = [], [], []
+    for g in groups:
+        members = codes[labels == g]
+        cov = np.cov(members, rowvar=False, bias=True) if len(members) > 1 else np.zeros((d, d))
+        cov = cov + template.reg_covar * np.eye(d)
+        weights.append(len(members) / len(codes))
+        means.append(members.mean(0))
+        precisions.append(np.linalg.inv(0.5 * (cov + cov.T)))
+    return GaussianMixture(
+        n_components=len(groups),
+        covariance_type="full",
+        reg_covar=template.reg_covar,
+        tol=template.tol,
+        max_iter=template.max_iter,
+        n_init=1,
+        weights_init=np.asarray(weights),
+        means_init=np.asarray(means),
+        precisions_init=np.asarray(precisions),
+        random_state=template.random_state,
+    ).fit(codes)
+
+
+def _fit_min_size(mixture: Any, codes: Any, min_size: int) -> tuple[Any, dict[str, Any]]:
+    """Make every component hold >= ``min_size`` codes (hard assignment); returns (mixture, record).
+
+    1. Hard-assign the codes; components below ``min_size`` are *tiny*.
+    2. For each tiny component (smallest first): the currently largest group is split at the median of its
+       projection on its top principal direction; one half becomes the tiny component's group. Members of tiny
+       groups are re-assigned to their most likely non-tiny component first.
+    3. Refit EM from that partition and repeat, at most :data:`MAX_SPLIT_ROUNDS` rounds.
+    4. Still tiny: drop them, refit from the partition of the survivors (K shrinks).
+    """
+    import numpy as np
+
+    record: dict[str, Any] = {"min_size": int(min_size), "initial_sizes": _hard_counts(mixture, codes).tolist()}
+    rounds = 0
+    for rounds in range(1, MAX_SPLIT_ROUNDS + 1):
+        counts = _hard_counts(mixture, codes)
+        tiny = [int(k) for k in np.argsort(counts, kind="stable") if counts[k] < min_size]
+        if not tiny:
+            rounds -= 1
+            break
+        # 1. members of tiny components go to their best non-tiny component
+        log_resp = mixture._estimate_weighted_log_prob(codes)
+        log_resp[:, tiny] = -np.inf
+        labels = log_resp.argmax(1)
+        # 2. split the largest group into each tiny slot
+        for k in tiny:
+            sizes = np.bincount(labels, minlength=mixture.n_components)
+            parent = int(sizes.argmax())
+            members = np.flatnonzero(labels == parent)
+            centred = codes[members] - codes[members].mean(0)
+            direction = np.linalg.svd(centred, full_matrices=False)[2][0]
+            projection = centred @ direction
+            labels[members[projection > np.median(projection)]] = k
+        mixture = _refit(mixture, codes, labels)
+    counts = _hard_counts(mixture, codes)
+    dropped = [int(k) for k in np.flatnonzero(counts < min_size)]
+    if dropped:
+        log_resp = mixture._estimate_weighted_log_prob(codes)
+        log_resp[:, dropped] = -np.inf
+        mixture = _refit(mixture, codes, log_resp.argmax(1))
+    record.update(
+        {"split_rounds": rounds, "dropped": len(dropped), "final_sizes": _hard_counts(mixture, codes).tolist()}
+    )
+    if (_hard_counts(mixture, codes) < min_size).any():
+        raise RuntimeError(f"min_component_size={min_size}: could not make every component that large ({record})")
+    return mixture, record
 
 
 def _sample_mixture(

@@ -71,6 +71,7 @@ from dwgf.solvers.hyper import Hyper, HyperSpec
 #: and ``n_steps`` (official 998) are arguments of :func:`solve`.
 _REPO = "`isomorphicdude/DWGF` configs/algo/dwgf.yaml"
 _FLAG = "reproduction flag (docs/official-code.md)"
+_VARIANT = "research variant (docs/findings.md); the default is the official behaviour"
 
 
 def _check_noise_inputs(resolved: dict[str, Any]) -> None:
@@ -83,6 +84,16 @@ def _check_noise_inputs(resolved: dict[str, Any]) -> None:
             )
     elif resolved["y_clean"] is not None or resolved["sigma_y"] is not None:
         raise ValueError("DWGF hyper-parameters 'y_clean' and 'sigma_y' are only used with per_particle_noise=True")
+
+
+def _check_variants(resolved: dict[str, Any]) -> None:
+    if resolved["antithetic"] and resolved["control_variate"]:
+        raise ValueError(
+            "DWGF antithetic=True already makes the mean noise zero, so control_variate=True would do nothing; "
+            "choose one"
+        )
+    if resolved["lr_schedule"] == "constant" and resolved["lr_floor"] != 0.0:
+        raise ValueError("DWGF hyper-parameter 'lr_floor' needs lr_schedule 'linear' or 'cosine'")
 
 
 HYPER = HyperSpec(
@@ -115,8 +126,38 @@ HYPER = HyperSpec(
               "False: the first commit's A(x))", "official code, last commit"),
         Hyper("trace", "bool", False, "record per-step loss terms", "diagnostics", configurable=False,
               config_note="set by `dwgf solve`"),
+        # -- research variants (docs/findings.md); every default is the official behaviour, bit for bit --------
+        Hyper("kde_weight", "float", 1.0, "weight of the particle-KDE (entropy) noise estimate in the prior term",
+              _VARIANT, minimum=0),
+        Hyper("kde_bandwidth", "float", 1.0, "KDE kernel std as a multiple of sqrt(1 - abar_t)", _VARIANT,
+              minimum=0, exclusive_minimum=True),
+        Hyper("svgd_weight", "float", 0.0, "SVGD kernel repulsion on the clean latents (RBF, median bandwidth)",
+              _VARIANT, minimum=0),
+        Hyper("feature_repulsion", "float", 0.0, "RLSD-style feature-space repulsion weight (0 = off)", _VARIANT,
+              minimum=0),
+        Hyper("feature_extractor", "callable", None, "images -> features for feature_repulsion; None = the noisy "
+              "latent itself", _VARIANT, configurable=False, config_note="Python only; a config uses the latent"),
+        Hyper("lr_schedule", "choice", "constant", "Adam step size over the flow: constant, or linear / cosine "
+              "decay from lr to lr_floor * lr", _VARIANT, choices=("constant", "linear", "cosine")),
+        Hyper("lr_floor", "float", 0.0, "final step size as a fraction of lr (linear / cosine schedules)",
+              _VARIANT, minimum=0, maximum=1),
+        Hyper("n_noise_draws", "int", 1, "noise draws eps averaged per step in the prior term (K)", _VARIANT,
+              minimum=1),
+        Hyper("antithetic", "bool", False, "each noise draw eps also evaluated at -eps (2K evaluations)", _VARIANT),
+        Hyper("shared_noise", "bool", False, "one noise draw shared by all particles (instead of one each)",
+              _VARIANT),
+        Hyper("control_variate", "bool", False, "add beta * mean(eps) to the prior term, beta fitted per step "
+              "(E[eps] = 0, so the mean is unchanged up to the fit)", _VARIANT),
+        Hyper("sigma_enc", "float", None, "encoder noise std in the vjp term: None = the prior's own encoder "
+              "sample; a number = encoder mean + sigma_enc * n", _VARIANT, minimum=0, nullable=True),
+        Hyper("likelihood_std", "float", None, "None: the official mean normalisations; a number sigma: Bayesian "
+              "weighting, sum ||y - A x||^2 / (2 sigma^2) + gamma (eps_hat - eps_tilde) / s_t per particle (the "
+              "gradient of -log p(y | z) + KL(q_t | p_t); gamma = 1 is the posterior's own weight)", _VARIANT,
+              minimum=0, exclusive_minimum=True, nullable=True),
+        Hyper("encoder_sample", "bool", True, "vjp term uses an encoder sample (True, official) or its mean",
+              _VARIANT),
     ],
-    checks=[_check_noise_inputs],
+    checks=[_check_noise_inputs, _check_variants],
 )  # fmt: skip
 
 #: Defaults derived from :data:`HYPER` (name -> default).
@@ -179,6 +220,164 @@ def _measurements(
     return operator.zero_unmeasured(rows[0] if len(rows) == 1 else torch.cat(rows))
 
 
+#: Hyper-parameters that change the prior term: any of them off its default routes the step through
+#: :func:`prior_gradient` (the official path stays the literal code of steps 1-4).
+_PRIOR_VARIANT_KEYS = ("kde_weight", "kde_bandwidth", "n_noise_draws", "antithetic", "shared_noise",
+                       "control_variate", "feature_repulsion", "likelihood_std")  # fmt: skip
+
+
+def _encode(
+    prior: LatentPrior, x: torch.Tensor, generators: list[torch.Generator], hp: dict[str, Any], n: int
+) -> torch.Tensor:
+    """E(x) for the vjp term: the prior's encoder sample (official), its mean, or mean + sigma_enc * n."""
+    if hp["sigma_enc"] is None:
+        return prior.encode_per_image(x, generators, sample=bool(hp["encoder_sample"]))
+    mean = prior.encode(x, sample=False)
+    noise = randn_per_image((n, *mean.shape[1:]), generators, mean.device, mean.dtype)
+    return mean + float(hp["sigma_enc"]) * noise
+
+
+def lr_factor(schedule: str, floor: float, step: int, n_steps: int) -> float:
+    """Step-size multiplier at 0-based ``step`` of ``n_steps``: 1 (constant), or floor + (1 - floor) f(u) with
+    u = step / (n_steps - 1) and f(u) = 1 - u (linear) or (1 + cos(pi u)) / 2 (cosine).
+
+    >>> [round(lr_factor("cosine", 0.1, k, 3), 3) for k in range(3)], lr_factor("linear", 0.0, 1, 3)
+    ([1.0, 0.55, 0.1], 0.5)
+    """
+    if schedule == "constant":
+        return 1.0
+    u = step / (n_steps - 1) if n_steps > 1 else 1.0
+    shape = 1.0 - u if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * u))
+    return floor + (1.0 - floor) * shape
+
+
+def kde_noise_estimate_scaled(
+    z_t: torch.Tensor,
+    z_0: torch.Tensor,
+    sqrt_abar: float,
+    sqrt_one_minus_abar: float,
+    bandwidth: float,
+    n_images: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`dwgf.solvers.base.kde_noise_estimate` with kernel std h sqrt(1 - abar) instead of sqrt(1 - abar):
+
+        pi_ij = softmax_j(-||z_t^i - sqrt(abar) z_0^j||^2 / (2 h^2 (1 - abar))),
+        eps_tilde^i = (z_t^i - sqrt(abar) sum_j pi_ij z_0^j) / (h^2 sqrt(1 - abar)),
+
+    i.e. -sqrt(1 - abar) times the score of the wider KDE. ``bandwidth=1`` calls the official estimate itself.
+    """
+    if bandwidth == 1.0:
+        return kde_noise_estimate(z_t, z_0, sqrt_abar, sqrt_one_minus_abar, n_images=n_images)
+    eps_tilde, pi = kde_noise_estimate(z_t, z_0, sqrt_abar, bandwidth * sqrt_one_minus_abar, n_images=n_images)
+    return eps_tilde / bandwidth, pi  # (z_t - sqrt(abar) pi z_0) / (h sqrt(1 - abar)) -> one more 1/h
+
+
+def svgd_repulsion(z: torch.Tensor, n_images: int = 1) -> torch.Tensor:
+    """The repulsive half of SVGD on the particles z (B N, ...): phi_i = (1/N) sum_j k_ij 2 (z_i - z_j) / h.
+
+    Particles interact only within their own image (B = ``n_images`` blocks of N rows). k_ij = exp(-||z_i -
+    z_j||^2 / h) with the median heuristic h = median_{i<j} ||z_i - z_j||^2 / log N (Liu & Wang 2016; N = 2: the
+    one distance / log 2); zero for N = 1. Moving z_i along +phi_i pushes the particles apart.
+    """
+    b = n_images
+    n = z.shape[0] // b
+    if n < 2:
+        return torch.zeros_like(z)
+    flat = z.reshape(b, n, -1)
+    diff = flat[:, :, None, :] - flat[:, None, :, :]
+    sq = (diff**2).sum(-1)  # (B, N, N)
+    upper = torch.triu(torch.ones(n, n, dtype=torch.bool, device=z.device), diagonal=1)
+    pairs = sq[:, upper]  # (B, N (N - 1) / 2)
+    h = pairs.median(dim=1).values / math.log(n) if n > 2 else pairs[:, 0] / math.log(2.0)
+    h = torch.where(h > 0, h, torch.ones_like(h))  # identical particles: no direction to push along anyway
+    kernel = torch.exp(-sq / h[:, None, None])
+    phi = (2.0 / (n * h))[:, None, None] * (kernel[..., None] * diff).sum(2)
+    return phi.reshape(z.shape)
+
+
+def prior_gradient(
+    prior: LatentPrior,
+    z: torch.Tensor,
+    t: int,
+    generators: list[torch.Generator],
+    hp: dict[str, Any],
+    normaliser: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prior term g_prior of step 4 (module docstring) and the KDE responsibilities pi of the first draw.
+
+    Official (defaults): one eps per particle, g = gamma s_t (eps_hat - eps_tilde) / (N d_z). Variants:
+    ``n_noise_draws`` K averages (eps_hat - kde_weight eps_tilde) over K draws (each also at -eps when
+    ``antithetic``; one draw of shape (1, ...) for all particles when ``shared_noise``); ``control_variate`` adds
+    beta * eps_bar (mean noise of the draws, E = 0) with beta = -<r, eps_bar> / <eps_bar, eps_bar> fitted on this
+    step's residual r (the least-squares optimal coefficient, up to the O(1/(N d_z)) bias of fitting on the same
+    draws); ``feature_repulsion`` subtracts w sqrt(1 - abar) Rep (RLSD's repulsion on the first draw's z_t, with
+    the identity as the extractor unless ``feature_extractor`` is given). Draws come from each image's generator in
+    order; z holds B = len(generators) images of N rows, and beta, the KDE and the repulsion are per image.
+    With ``likelihood_std`` set (Bayesian weighting) the coefficient is gamma / s_t instead of gamma s_t / (N d_z):
+    (eps_hat - eps_tilde) / s_t = sqrt(abar) (grad log q_t - grad log p_t)(z_t) is the gradient of KL(q_t | p_t) in z.
+    """
+    device, model_dtype, dtype = z.device, prior.dtype, z.dtype
+    sqrt_abar, sqrt_one_minus_abar = noise_level(prior.alphas_cumprod, t)
+    s_t = sqrt_one_minus_abar / sqrt_abar
+    kde_weight, bandwidth = float(hp["kde_weight"]), float(hp["kde_bandwidth"])
+    k_draws, signs = int(hp["n_noise_draws"]), ((1.0, -1.0) if hp["antithetic"] else (1.0,))
+    b = len(generators)
+    n = z.shape[0] // b
+    residual, eps_sum, pi, first_z_t = None, None, None, None
+    for _ in range(k_draws):
+        if hp["shared_noise"]:
+            eps_draw = randn_per_image((1, *z.shape[1:]), generators, device, dtype).repeat_interleave(n, dim=0)
+        else:
+            eps_draw = randn_per_image((n, *z.shape[1:]), generators, device, dtype)
+        for sign in signs:
+            eps = eps_draw if sign == 1.0 else -eps_draw
+            z_t = sqrt_abar * z + sqrt_one_minus_abar * eps
+            eps_hat = prior.eps(z_t.to(model_dtype), t).to(dtype)
+            eps_tilde, pi_draw = kde_noise_estimate_scaled(z_t, z, sqrt_abar, sqrt_one_minus_abar, bandwidth, b)
+            term = eps_hat - eps_tilde if kde_weight == 1.0 else eps_hat - kde_weight * eps_tilde
+            residual = term if residual is None else residual + term
+            eps_sum = eps if eps_sum is None else eps_sum + eps
+            if pi is None:
+                pi, first_z_t = pi_draw, z_t
+    count = k_draws * len(signs)
+    if count > 1:
+        residual, eps_sum = residual / count, eps_sum / count
+    if hp["control_variate"]:
+        r, e = residual.reshape(b, -1), eps_sum.reshape(b, -1)
+        beta = -(r * e).sum(1) / (e * e).sum(1).clamp_min(1e-30)
+        residual = (r + beta[:, None] * e).reshape(residual.shape)
+    if hp["feature_repulsion"] > 0:
+        from dwgf.solvers.rlsd import repulsion
+
+        extractor = hp["feature_extractor"]
+        if extractor is None:
+            rep, _ = repulsion(first_z_t, lambda latents: latents, lambda features: features, n_images=b)
+        else:
+            decode = lambda latents: prior.decode(latents.to(model_dtype)).to(dtype)  # noqa: E731
+            rep, _ = repulsion(first_z_t, decode, extractor, n_images=b)
+        residual = residual - float(hp["feature_repulsion"]) * sqrt_one_minus_abar * rep
+    if hp["likelihood_std"] is not None:
+        return (float(hp["gamma"]) / s_t) * residual, pi
+    return (float(hp["gamma"]) * s_t / normaliser) * residual, pi
+
+
+def prior_gradient_variance(
+    prior: LatentPrior, z: torch.Tensor, t: int, generator: torch.Generator, hp: dict[str, Any], repeats: int = 64
+) -> float:
+    """Mean over coordinates of the variance of :func:`prior_gradient` at fixed particles z over ``repeats`` calls
+    (fresh noise each call), in units of (gamma s_t / (N d_z))^2 -- the per-step variance of the estimator."""
+    if repeats < 2:
+        raise ValueError(f"repeats must be >= 2, got {repeats}")
+    hp = resolve_hyper({k: v for k, v in hp.items() if k in DEFAULTS})
+    sqrt_abar, sqrt_one_minus_abar = noise_level(prior.alphas_cumprod, t)
+    unit = float(hp["gamma"]) * (sqrt_one_minus_abar / sqrt_abar) if hp["gamma"] > 0 else 1.0
+    with torch.no_grad():
+        with prior.rows_per_image(z.shape[0]):
+            draws = [prior_gradient(prior, z, t, [generator], hp, 1)[0] / unit for _ in range(repeats)]
+        draws = torch.stack(draws)
+    return float(draws.var(dim=0, correction=1).mean())
+
+
 def solve(
     prior: LatentPrior,
     operator: LinearOperator,
@@ -232,6 +431,8 @@ def solve(
         return prior.decode(latents.to(model_dtype)).to(dtype)
 
     pre_update: torch.Tensor | None = None
+    official_prior = all(hp[key] == DEFAULTS[key] for key in _PRIOR_VARIANT_KEYS)
+    bayesian = hp["likelihood_std"] is not None
     with prior.rows_per_image(n):
         for step in progress_bar(range(len(timesteps)), progress, "dwgf"):
             t = timesteps[step]
@@ -240,11 +441,17 @@ def solve(
 
             # Prior term: UNet noise prediction minus the particle-KDE noise prediction, injected as a gradient.
             with torch.no_grad():
-                eps = randn_per_image((n, *latent_shape), generators, device, dtype)
-                z_t = sqrt_abar * z + sqrt_one_minus_abar * eps
-                eps_hat = prior.eps(z_t.to(model_dtype), t).to(dtype)
-                eps_tilde, pi = kde_noise_estimate(z_t, z, sqrt_abar, sqrt_one_minus_abar, n_images=b)
-                g_prior = (gamma * s_t / norm["prior"]) * (eps_hat - eps_tilde)
+                if official_prior:
+                    eps = randn_per_image((n, *latent_shape), generators, device, dtype)
+                    z_t = sqrt_abar * z + sqrt_one_minus_abar * eps
+                    eps_hat = prior.eps(z_t.to(model_dtype), t).to(dtype)
+                    eps_tilde, pi = kde_noise_estimate(z_t, z, sqrt_abar, sqrt_one_minus_abar, n_images=b)
+                    g_prior = (gamma * s_t / norm["prior"]) * (eps_hat - eps_tilde)
+                else:  # research variants (docs/findings.md)
+                    g_prior, pi = prior_gradient(prior, z.detach(), t, generators, hp, norm["prior"])
+                if hp["svgd_weight"] > 0:
+                    scale = 1.0 if bayesian else 1.0 / norm["prior"]
+                    g_prior = g_prior - (float(hp["svgd_weight"]) * scale) * svgd_repulsion(z.detach(), b)
 
             # Likelihood and encoder-decoder (vjp) terms through the decoder (per-image values, summed only for
             # autograd: each image's gradient is that of its own terms).
@@ -252,11 +459,13 @@ def solve(
             xi = sigma_dec * randn_per_image((n, *operator.x_shape), generators, device, dtype)
             a_x = operator(x + xi) if hp["decoder_noise_in_likelihood"] else operator(x)
             loss_lik = mean_data_fit(y_fit, a_x, d_y, n_images=b)
+            if bayesian:  # sum ||y - A x||^2 / (2 sigma^2) per image = the official mean times N d_y / sigma^2
+                loss_lik = loss_lik * (norm["likelihood"] / float(hp["likelihood_std"]) ** 2)
             with torch.no_grad():
                 x_tilde = (x + xi).to(model_dtype)
-                latents_tilde = prior.encode_per_image(x_tilde, generators, sample=True)
+                latents_tilde = _encode(prior, x_tilde, generators, hp, n)
                 residual = x - prior.decode(latents_tilde).to(dtype)  # = -c of docs/method.md#dwgf step 6
-            loss_vjp = (x * residual).reshape(b, -1).sum(dim=1) / norm["vjp"]
+            loss_vjp = (x * residual).reshape(b, -1).sum(dim=1) / (1 if bayesian else norm["vjp"])
             loss = loss_lik + kappa * loss_vjp
             (grad,) = torch.autograd.grad(loss.sum(), z)
             grad = grad + g_prior
@@ -273,6 +482,10 @@ def solve(
 
             # 2. Adam's update is bounded by about lr per coordinate, so finite latents stay finite (lr is checked
             # to be representable above); divergence shows up in the next step's decode or loss.
+            if hp["lr_schedule"] != "constant":
+                optimiser.optimiser.param_groups[0]["lr"] = float(hp["lr"]) * lr_factor(
+                    hp["lr_schedule"], float(hp["lr_floor"]), step, len(timesteps)
+                )
             optimiser.step(grad, keep)
             if mask.all_diverged(step):
                 break
