@@ -38,8 +38,13 @@ validate_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema
 PLAN = Plan(config)
 # Operator params, hyper-parameters, step counts, bundled ids and (for jobs that run here) the CUDA device, checked
 # now so that `snakemake -n` fails naming the key (dwgf.pipeline.preflight). Cluster jobs re-parse this file on
-# their nodes (not the main process): they skip it.
-check_plan(PLAN, jobs_run_here=workflow.is_main_process and workflow.local_exec)
+# their nodes (not the main process): they skip it, and so does a submission to a cluster executor (read from the
+# command line: Snakemake creates its executor only after parsing this file).
+import sys
+
+from dwgf.pipeline.preflight import LOCAL_EXECUTORS, executor_from_argv
+
+check_plan(PLAN, jobs_run_here=workflow.is_main_process and executor_from_argv(sys.argv) in LOCAL_EXECUTORS)
 
 # One run per results folder (dwgf/suite_run.py): the main process locks results/<suite> before any job starts
 # (a second run is refused naming the holder; the lock ends with the process, even after kill -9) and records how it

@@ -675,3 +675,15 @@ def test_testbed_compare_reproduces_the_dags_particles(smoke):
         with np.load(root / f"solve/{row['method']}/sr8/main/images/{row['image_id']}.npz") as data:
             dag = torch.from_numpy(data["particles"])
         assert torch.equal(row["particles"].to(torch.float32), dag), (row["method"], row["image_id"])
+
+
+def test_cluster_submission_is_read_from_the_command_line(tmp_path):
+    """`workflow.local_exec` is True at parse time even with the Slurm profile, so the CUDA check reads argv."""
+    from dwgf.pipeline.preflight import LOCAL_EXECUTORS, executor_from_argv
+
+    assert executor_from_argv(["snakemake", "--profile", "workflow/profiles/slurm"], cwd=REPO) == "slurm"
+    assert executor_from_argv(["snakemake", "--profile", "slurm"], cwd=REPO) == "slurm"
+    assert executor_from_argv(["snakemake", "--executor=slurm", "-n"]) == "slurm"
+    assert executor_from_argv(["snakemake", "-c", "2", "--profile", "workflow/profiles/default"], cwd=REPO) in (
+        LOCAL_EXECUTORS
+    )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from pathlib import Path
 from typing import Any
 
 from dwgf.pipeline.config import ConfigError
@@ -36,6 +37,48 @@ class _MeasurementStandIn:
 
     shape = ()
     dtype = "float32"
+
+
+LOCAL_EXECUTORS = ("local", "dryrun", "touch")
+
+
+def executor_from_argv(argv: list[str], cwd: str | os.PathLike = ".") -> str:
+    """The executor a ``snakemake`` command line selects: ``--executor/-e NAME``, else the ``executor:`` key of the
+    ``--profile`` / ``--workflow-profile`` it names (a folder or a name under ``workflow/profiles/``), else ``local``.
+
+    At Snakefile parse time Snakemake has not created its executor yet (``workflow.executor_plugin`` is None and
+    ``workflow.local_exec`` is True even for ``--profile workflow/profiles/slurm``), so the command line is read.
+
+    >>> executor_from_argv(["snakemake", "-n", "--executor", "slurm"])
+    'slurm'
+    >>> executor_from_argv(["snakemake", "-c", "2"])
+    'local'
+    """
+    import yaml
+
+    def value(flags: tuple[str, ...]) -> str | None:
+        for i, word in enumerate(argv):
+            for flag in flags:
+                if word == flag and i + 1 < len(argv):
+                    return argv[i + 1]
+                if word.startswith(flag + "="):
+                    return word.split("=", 1)[1]
+        return None
+
+    executor = value(("--executor", "-e"))
+    if executor:
+        return executor
+    for flag in (("--profile",), ("--workflow-profile",)):
+        profile = value(flag)
+        if not profile:
+            continue
+        for folder in (Path(cwd) / profile, Path(cwd) / "workflow" / "profiles" / profile, Path(profile)):
+            file = folder / "config.yaml"
+            if file.is_file():
+                executor = (yaml.safe_load(file.read_text(encoding="utf-8")) or {}).get("executor")
+                if executor:
+                    return str(executor)
+    return "local"
 
 
 def check_plan(plan: Suite, *, jobs_run_here: bool = True) -> None:
