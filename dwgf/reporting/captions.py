@@ -87,7 +87,8 @@ def raw_parameters_rst(spec: dict[str, Any]) -> str:
     <BLANKLINE>
        </details>
     """
-    body = "\n".join("   " + line for line in json.dumps(spec, indent=1, sort_keys=True).splitlines())
+    text = json.dumps(spec, indent=1, sort_keys=True, ensure_ascii=False)
+    body = "\n".join("   " + line for line in text.splitlines())
     return (
         f".. raw:: html\n\n   <details><summary>{RAW_PARAMETERS_SUMMARY}</summary>\n\n"
         f"::\n\n{body}\n\n.. raw:: html\n\n   </details>\n"
