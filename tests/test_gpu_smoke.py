@@ -73,6 +73,7 @@ def test_gpu_smoke_has_the_paper_suite_shape():
     assert set(gpu["methods"]) == set(paper["methods"])
     for method, settings in paper["methods"].items():  # the paper's per-task settings, only fewer steps
         assert gpu["methods"][method].get("per_task") == settings.get("per_task")
+        assert gpu["methods"][method].get("official") == settings.get("official")
         assert gpu["methods"][method].get("hyper") == settings.get("hyper")
     assert gpu["prior"]["random_init"] == {"arch": "sd21", "seed": 0}
     plan = Plan({**config, "suite": "gpu_smoke"})

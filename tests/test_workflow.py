@@ -133,6 +133,29 @@ def test_paper_suite_uses_the_official_per_task_settings():
     assert plan.ids == [f"{i:05d}" for i in range(100)]
 
 
+def test_official_true_takes_the_declared_settings_so_config_yaml_does_not_retype_them():
+    """`official: true` merges the solver's HYPER.official for the task's operator (hyper-parameters and N) over
+    the method's own values; per_task still overrides it. The paper suite uses it instead of retyped numbers."""
+    from dwgf.solvers import rlsd
+
+    for method in ("psld", "rlsd", "latent_dps"):
+        entry = CONFIG["suites"]["paper"]["methods"][method]
+        assert entry["official"] is True and "per_task" not in entry and "hyper" not in entry, method
+
+    def edit(suite):
+        suite["methods"]["rlsd"] = {"n_particles": 3, "n_steps": 5, "official": True, "hyper": {"w_t": 0.5, "rho": 0.9},
+                                    "per_task": {"sr8": {"hyper": {"rho": 0.3}}}}  # fmt: skip
+
+    plan = Plan(suite_config("smoke", edit))
+    box, sr8 = plan.settings("rlsd", "box"), plan.settings("rlsd", "sr8")
+    assert box == {"n_particles": rlsd.TASK_N_PARTICLES["box_inpainting"], "n_steps": 5,
+                   "hyper": rlsd.TASK_DEFAULTS["box_inpainting"]}  # fmt: skip
+    assert sr8["hyper"] == {**rlsd.TASK_DEFAULTS["sr_avgpool"], "rho": 0.3}
+    assert sr8["n_particles"] == rlsd.TASK_N_PARTICLES["sr_avgpool"]
+    without = Plan(suite_config("smoke", lambda s: (edit(s), s["methods"]["rlsd"].pop("official"))))
+    assert without.settings("rlsd", "box") == {"n_particles": 3, "n_steps": 5, "hyper": {"w_t": 0.5, "rho": 0.9}}
+
+
 # -- the plan ---------------------------------------------------------------------------------------------------
 def test_every_layout_key_is_used_and_no_path_is_spelled_twice():
     """LAYOUT is the one place a path is written: every key is used by the rules or a step, and the rules and steps
