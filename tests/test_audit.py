@@ -24,6 +24,7 @@ from dwgf.audit.root import ROOT_RECORD, SEAL_STEP
 from dwgf.cli import main
 from dwgf.io import atomic_write_json, sha256_file
 from dwgf.provenance import Recorder, read_record
+from dwgf.reporting.tables import flatten_markdown
 
 IDS = ("img-a", "img-b")
 PARTICLES = 2
@@ -533,7 +534,7 @@ def test_smoke_trace_recomputes_the_printed_table_cell(smoke, smoke_plan, capsys
     method, task = smoke_plan.methods[0], smoke_plan.tasks[0]
     method_label = smoke_plan.spec["methods"][method]["label"]
     task_label = smoke_plan.task_spec(task)["label"]
-    lines = (smoke / SMOKE / "tables" / "main.md").read_text().splitlines()
+    lines = flatten_markdown((smoke / SMOKE / "tables" / "main.md").read_text()).splitlines()
     header = next(line for line in lines if line.startswith("| Method"))
     row = next(line for line in lines if line.startswith(f"| {method_label} |"))
     columns = [c.strip() for c in header.strip("|").split("|")]

@@ -175,6 +175,21 @@ def test_no_file_mentions_the_private_notes():
     assert not problems, "\n".join(problems)
 
 
+def test_rlsd_repulsion_gate_is_stated_as_sigma_break_400():
+    """The DWGF copy of RLSD gates repulsion on sigma_t > sigma[int(999 / 1000 * 600)] of its descending 999-step
+    schedule: index 599 is t = 400, so the matching setting here is sigma_break=400 (repulsion for t = 999 ... 401),
+    and no file may state 599 (a position, not a timestep) as the gate."""
+    from dwgf.solvers.rlsd import HYPER
+
+    schedule = list(range(999, 0, -1))
+    assert schedule[int(len(schedule) / 1000 * 600)] == 400
+    assert "T = 400" in HYPER["sigma_break"].meaning
+    stale = re.compile(r"sigma_break\s*=\s*599|t > 599")
+    problems = [f"{path}: {m.group(0)!r}" for path in repository_files() if path != THIS_FILE
+                for m in stale.finditer(read(path))]  # fmt: skip
+    assert not problems, "\n".join(problems)
+
+
 def test_official_code_items_keep_their_numbers():
     text = read("docs/official-code.md")
     assert numbered_entries(text) == set(range(1, 14))

@@ -19,6 +19,8 @@ import pytest
 import yaml
 from audit_smoke import REPO, run
 
+from dwgf.reporting.tables import flatten_markdown
+
 SUITE = "gpu_smoke_cpu"
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))["suites"][SUITE]
 
@@ -71,6 +73,7 @@ def test_gpu_smoke_has_the_paper_suite_shape():
     assert set(gpu["methods"]) == set(paper["methods"])
     for method, settings in paper["methods"].items():  # the paper's per-task settings, only fewer steps
         assert gpu["methods"][method].get("per_task") == settings.get("per_task")
+        assert gpu["methods"][method].get("official") == settings.get("official")
         assert gpu["methods"][method].get("hyper") == settings.get("hyper")
     assert gpu["prior"]["random_init"] == {"arch": "sd21", "seed": 0}
     plan = Plan({**config, "suite": "gpu_smoke"})
@@ -115,7 +118,7 @@ def test_gpu_smoke_cpu_dag_runs_every_rule_at_sd21_architecture(tmp_path):
         assert set(sets["metric"]) == {"fid", "kid"}
         assert np.isfinite(sets["value"].astype(float)).all()  # two images per set: both are computable
 
-        main = (root / "tables" / "main.md").read_text()
+        main = flatten_markdown((root / "tables" / "main.md").read_text())  # the per-task sections, joined
         for method in CONFIG["methods"].values():
             assert sum(line.startswith(f"| {method['label']} |") for line in main.splitlines()) == 1
         rows = [line for line in main.splitlines() if line.startswith("| ") and not line.startswith("| method")]

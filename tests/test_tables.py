@@ -207,3 +207,62 @@ def test_front_page_counts_solves_from_runtime_parquet_when_metrics_parquet_has_
     write_metrics(complete(df[timing]), root / "runtime.parquet")
     write_metrics(complete(set_df), root / "set_metrics.parquet")
     assert "- 1/2\u00a0(1/2 diverged)" in str(FrontPage(str(root), SPEC))
+
+
+def _two_task_table():
+    """The main table of :func:`_frames` with its rows copied to a second task (Box) of its own numbers."""
+    df, set_df = _frames()
+    box = df.assign(task="box", value=df["value"] + 10)
+    box_sets = set_df.assign(task="box")
+    spec = {**SPEC, "tasks": {"box": {"label": "Box"}, "sr8": {"label": "SR x8"}}}
+    spec["settings"] = {m: {t: SPEC["settings"][m]["sr8"] for t in ("box", "sr8")} for m in ("dwgf", "psld")}
+    return main_table(pd.concat([box, df]), pd.concat([box_sets, set_df]), spec)
+
+
+def test_markdown_has_one_section_per_task_and_flattens_back_to_task_prefixed_columns():
+    from dwgf.reporting.tables import flatten_markdown
+
+    table = _two_task_table()
+    text = render_markdown(table)
+    lines = text.splitlines()
+    # a heading per task, each over its own table with short headers (no task prefix inside a section)
+    assert [line for line in lines if line.startswith("#### ")] == ["#### Box", "#### SR x8"]
+    headers = [line for line in lines if line.startswith("| Method")]
+    assert headers == ["| Method | PSNR ↑ | KID ↓ | ok |"] * 2
+    box, sr8 = text.split("#### SR x8")
+    assert "| PSLD | 15.17 (n=1/2) | 0.0814 (n=1/2) | 1/2 |" in box and "| PSLD | 5.17 (n=1/2) |" in sr8
+    assert "15.17" not in sr8
+    # the caption after the tables defines every column and explains the (n=k/m) mark
+    caption = text.split("| DWGF |")[-1]
+    for needle in ("- **PSNR**: PSNR (dB)", "- **KID**: KID", "- **ok**: images", "(n=k/m): the cell"):
+        assert needle in caption, needle
+    flat = flatten_markdown(text).splitlines()
+    assert flat[0] == "| Method | Box: PSNR ↑ | Box: KID ↓ | Box: ok | SR x8: PSNR ↑ | SR x8: KID ↓ | SR x8: ok |"
+    assert flat[3] == "| PSLD | 15.17 (n=1/2) | 0.0814 (n=1/2) | 1/2 | 5.17 (n=1/2) | 0.0814 (n=1/2) | 1/2 |"
+    assert len(flat) == 2 + len(table.rows)
+
+
+def test_flatten_markdown_refuses_sections_with_other_rows():
+    import pytest
+
+    from dwgf.reporting.tables import flatten_markdown
+
+    text = render_markdown(_two_task_table()).replace("| PSLD | 5.17", "| RLSD | 5.17")
+    with pytest.raises(ValueError, match="section 'SR x8' has rows"):
+        flatten_markdown(text)
+    with pytest.raises(ValueError, match="no '#### <group>' section"):
+        flatten_markdown("| a | b |\n")
+
+
+def test_html_and_latex_span_each_task_over_its_columns():
+    import re
+
+    table = _two_task_table()
+    html_text = render_html(table)
+    assert re.findall(r'<th colspan="(\d)" class="group">([^<]+)</th>', html_text) == [("3", "Box"), ("3", "SR x8")]
+    assert html_text.count('class="incomplete"') + html_text.count('class="group incomplete"') == 4
+    assert "<li><b>KID</b>: KID" in html_text and "(n=k/m): the cell" in html_text
+    latex = render_latex(table)
+    assert "& \\multicolumn{3}{c}{Box} & \\multicolumn{3}{c}{SR x8} \\\\" in latex
+    assert "\\cmidrule(lr){2-4} \\cmidrule(lr){5-7}" in latex
+    assert latex.count("(n=1/2)") == 4 and "Columns: PSNR: PSNR (dB)" in latex

@@ -25,6 +25,7 @@ from audit_smoke import REPO, copy_workdir, environment, resumed_workdir, smoke_
 
 from dwgf.pipeline.config import ConfigError, load_config, validate_config
 from dwgf.pipeline.plan import MAIN, Plan, format_value
+from dwgf.reporting.tables import flatten_markdown
 
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
 SMOKE = CONFIG["suites"]["smoke"]
@@ -130,6 +131,29 @@ def test_paper_suite_uses_the_official_per_task_settings():
         assert (dwgf_settings["n_particles"], dwgf_settings["n_steps"]) == (4, 998)
         assert plan.task_spec(task)["sigma_y"] == 0.001
     assert plan.ids == [f"{i:05d}" for i in range(100)]
+
+
+def test_official_true_takes_the_declared_settings_so_config_yaml_does_not_retype_them():
+    """`official: true` merges the solver's HYPER.official for the task's operator (hyper-parameters and N) over
+    the method's own values; per_task still overrides it. The paper suite uses it instead of retyped numbers."""
+    from dwgf.solvers import rlsd
+
+    for method in ("psld", "rlsd", "latent_dps"):
+        entry = CONFIG["suites"]["paper"]["methods"][method]
+        assert entry["official"] is True and "per_task" not in entry and "hyper" not in entry, method
+
+    def edit(suite):
+        suite["methods"]["rlsd"] = {"n_particles": 3, "n_steps": 5, "official": True, "hyper": {"w_t": 0.5, "rho": 0.9},
+                                    "per_task": {"sr8": {"hyper": {"rho": 0.3}}}}  # fmt: skip
+
+    plan = Plan(suite_config("smoke", edit))
+    box, sr8 = plan.settings("rlsd", "box"), plan.settings("rlsd", "sr8")
+    assert box == {"n_particles": rlsd.TASK_N_PARTICLES["box_inpainting"], "n_steps": 5,
+                   "hyper": rlsd.TASK_DEFAULTS["box_inpainting"]}  # fmt: skip
+    assert sr8["hyper"] == {**rlsd.TASK_DEFAULTS["sr_avgpool"], "rho": 0.3}
+    assert sr8["n_particles"] == rlsd.TASK_N_PARTICLES["sr_avgpool"]
+    without = Plan(suite_config("smoke", lambda s: (edit(s), s["methods"]["rlsd"].pop("official"))))
+    assert without.settings("rlsd", "box") == {"n_particles": 3, "n_steps": 5, "hyper": {"w_t": 0.5, "rho": 0.9}}
 
 
 # -- the plan ---------------------------------------------------------------------------------------------------
@@ -544,7 +568,7 @@ def test_smoke_tables_plots_and_records(smoke):
     from PIL import Image
 
     root = smoke / "results" / "smoke"
-    main = (root / "tables" / "main.md").read_text()
+    main = flatten_markdown((root / "tables" / "main.md").read_text())  # one section per task, joined
     labels = {m: s["label"] for m, s in SMOKE["methods"].items()}
     rows = [line for line in main.splitlines() if line.startswith("| ")]
     for label in labels.values():

@@ -225,7 +225,10 @@ class Suite:
         """Resolved ``{"n_particles", "n_steps", "hyper"}`` of a method on a task in a variant.
 
         ``hyper`` holds only the keys the config sets; the solver fills in its own defaults (recorded in the
-        provenance of the solve job from ``SolveResult.hyper``).
+        provenance of the solve job from ``SolveResult.hyper``). Later sources win: the method's ``n_particles`` /
+        ``n_steps`` / ``hyper``; with ``official: true`` the solver's declared official settings for the task's
+        operator (``HYPER.official``; one source, never retyped in config.yaml); the task's ``per_task`` entry;
+        the variant's ablation value.
         """
         if method not in self.spec["methods"]:
             raise ConfigError(f"method {method!r} is not in suite {self.suite!r}; methods are {self.methods}")
@@ -237,6 +240,14 @@ class Suite:
             "n_steps": entry["n_steps"],
             "hyper": dict(entry.get("hyper") or {}),
         }
+        if entry.get("official"):
+            from dwgf.solvers import solver_hyper
+
+            official = solver_hyper(self.solver(method)).official.get(self.spec["tasks"][task]["operator"])
+            if official is not None:
+                resolved["hyper"].update(official.hyper)
+                if official.n_particles is not None:
+                    resolved["n_particles"] = official.n_particles
         override = (entry.get("per_task") or {}).get(task, {})
         resolved.update({k: v for k, v in override.items() if k in SOLVE_ARGUMENTS})
         resolved["hyper"].update(override.get("hyper") or {})

@@ -4,12 +4,17 @@
 (:meth:`dwgf.pipeline.jobspecs.JobSpecs.report_spec`), so a caption states exactly the settings its figure was
 made with: which images, which operator and noise per task, each method's N, step count and the hyper-parameters
 the config sets (the rest are the solver defaults of docs/hyperparameters.md), and what each metric number is.
-No JSON: Snakemake's report shows the captions as prose.
+The prose comes first; :func:`raw_parameters_rst` adds the same spec as JSON in a collapsed block beneath it
+(``<details>``, closed until clicked), for a reader who wants the exact values.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+#: The summary line of the collapsed block with a caption's raw parameters.
+RAW_PARAMETERS_SUMMARY = "Raw parameters (the job's report spec, JSON)"
 
 
 def _task_text(task: dict[str, Any]) -> str:
@@ -55,4 +60,36 @@ def protocol_text(spec: dict[str, Any]) -> str:
         f"the image's N particles, and tables show mean ± standard deviation over images. FID and KID use the "
         f"Inception {metrics['fid_network']} (clean-fid 'clean' resize) on {policies} of all images, against "
         f"{against}."
+    )
+
+
+def raw_parameters_rst(spec: dict[str, Any]) -> str:
+    """reStructuredText for the end of a caption: ``spec`` as indented JSON in a collapsed HTML ``<details>`` block.
+
+    The JSON is a literal block (docutils escapes it); only the ``<details>`` tags are raw HTML. The caption
+    template prints this at column 0, so its lines keep their indentation.
+
+    >>> print(raw_parameters_rst({"suite": "s", "ids": ["a"]}))  # doctest: +NORMALIZE_WHITESPACE
+    .. raw:: html
+    <BLANKLINE>
+       <details><summary>Raw parameters (the job's report spec, JSON)</summary>
+    <BLANKLINE>
+    ::
+    <BLANKLINE>
+       {
+        "ids": [
+         "a"
+        ],
+        "suite": "s"
+       }
+    <BLANKLINE>
+    .. raw:: html
+    <BLANKLINE>
+       </details>
+    """
+    text = json.dumps(spec, indent=1, sort_keys=True, ensure_ascii=False)
+    body = "\n".join("   " + line for line in text.splitlines())
+    return (
+        f".. raw:: html\n\n   <details><summary>{RAW_PARAMETERS_SUMMARY}</summary>\n\n"
+        f"::\n\n{body}\n\n.. raw:: html\n\n   </details>\n"
     )

@@ -6,8 +6,9 @@
   succeeded out of those planned (and how many diverged: diverged images are results and count in the means).
   A cell computed from fewer images than planned (the plan's ``ids``, never a re-count of the rows) says so in
   the cell (``5.17 (n=1/2)``), is never bold, and the caption explains the mark. The caption defines every column
-  (:attr:`dwgf.reporting.summary.MetricColumn.definition`). Markdown is one compact table with task-prefixed
-  headers (``SR x8: PSNR ↑``); LaTeX and HTML put each task in a spanning header.
+  (:attr:`dwgf.reporting.summary.MetricColumn.definition`). Markdown has one section per task (a ``#### SR x8``
+  heading over that task's table; :func:`flatten_markdown` joins them into one table with ``SR x8: PSNR ↑``
+  headers); LaTeX and HTML put each task in a spanning header.
 * ``tables/ablation-<name>.{md,tex,html}``: ablation value × (task × metric) on the ablation's images.
 * ``tables/runtime.{md,tex,html}``: solver seconds per image (mean ± std) and peak memory per method × task.
 * ``tables/paper.{md,tex,html}`` (``report.paper_reference``, the paper suite): the paper's reported numbers
@@ -58,11 +59,21 @@ class Table:
 
 # -- rendering -----------------------------------------------------------------------------------------------
 def render_markdown(table: Table) -> str:
-    header = [table.stub] + [f"{group}: {col}" for group, col in _flat_headers(table)]
-    lines = [f"**{table.title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for label, cells in table.rows:
-        texts = [f"**{c.text}**" if c.bold else c.text for c in cells]
-        lines.append("| " + " | ".join([label, *texts]) + " |")
+    """GitHub Markdown: the title, then one section per column group (a ``#### <group>`` heading over a table with
+    the stub column and that group's columns), then the notes and the column definitions.
+
+    Markdown has no spanning header cells; a section per group (per task) keeps each table narrow and its headers
+    short. :func:`flatten_markdown` joins the sections back into one table for scripts that read cells by name.
+    """
+    lines = [f"**{table.title}**"]
+    start = 0
+    for group, span in table.groups:
+        header = [table.stub, *table.columns[start : start + span]]
+        lines += ["", f"{MARKDOWN_SECTION}{group}", "", _markdown_row(header), "|" + "---|" * len(header)]
+        for label, cells in table.rows:
+            texts = [f"**{c.text}**" if c.bold else c.text for c in cells[start : start + span]]
+            lines.append(_markdown_row([label, *texts]))
+        start += span
     for note in table.notes[:1]:  # one paragraph each, the column definitions after the first
         lines += ["", note]
     if table.definitions:
@@ -70,6 +81,58 @@ def render_markdown(table: Table) -> str:
     for note in table.notes[1:]:
         lines += ["", note]
     return "\n".join(lines).rstrip() + "\n"
+
+
+#: The heading that opens each column group's section in :func:`render_markdown`.
+MARKDOWN_SECTION = "#### "
+
+
+def _markdown_row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def flatten_markdown(text: str) -> str:
+    """The sections of a :func:`render_markdown` table joined into one table, headers prefixed with their group.
+
+    ``| Method | SR x8: PSNR ↑ | SR x8: ok | Box: PSNR ↑ | ... |`` with one row per row label, cells as printed
+    (bold marks and ``(n=k/m)`` kept); the title and notes are dropped. For tests and scripts that look a cell up
+    by task and column; a ValueError when the sections disagree on their row labels.
+
+    >>> table = Table("T", "Method", [("A", 1), ("B", 1)], ["x", "y"], [("m", [Cell("1"), Cell("2", bold=True)])])
+    >>> print(flatten_markdown(render_markdown(table)), end="")
+    | Method | A: x | B: y |
+    |---|---|---|
+    | m | 1 | **2** |
+    """
+    stub, header, rows, group = None, [], {}, None
+    section: list[list[str]] = []
+
+    def close() -> None:
+        nonlocal stub
+        if not section:
+            return
+        first, *body = section
+        labels = [cells[0] for cells in body]
+        if rows and labels != list(rows):
+            raise ValueError(f"section {group!r} has rows {labels}, the first section {list(rows)}")
+        stub = first[0]
+        header.extend(f"{group}: {column}" for column in first[1:])
+        for cells in body:
+            rows.setdefault(cells[0], []).extend(cells[1:])
+        section.clear()
+
+    for line in text.splitlines():
+        if line.startswith(MARKDOWN_SECTION):
+            close()
+            group = line[len(MARKDOWN_SECTION) :].strip()
+        elif line.startswith("| ") and group is not None:
+            section.append([cell.strip() for cell in line.strip()[1:-1].split(" | ")])
+    close()
+    if stub is None:
+        raise ValueError(f"no '{MARKDOWN_SECTION}<group>' section with a table in the Markdown text")
+    lines = [_markdown_row([stub, *header]), "|" + "---|" * (len(header) + 1)]
+    lines += [_markdown_row([label, *cells]) for label, cells in rows.items()]
+    return "\n".join(lines) + "\n"
 
 
 def _latex_escape(text: str) -> str:
@@ -146,15 +209,6 @@ def _html_cell(cell: Cell, group_start: bool = False) -> str:
     if cell.incomplete:
         attributes += ' title="computed from fewer images than planned"'
     return f"<td{attributes}><b>{text}</b></td>" if cell.bold else f"<td{attributes}>{text}</td>"
-
-
-def _flat_headers(table: Table) -> list[tuple[str, str]]:
-    out, k = [], 0
-    for label, span in table.groups:
-        for _ in range(span):
-            out.append((label, table.columns[k]))
-            k += 1
-    return out
 
 
 def write_table(table: Table, out_dir: str | os.PathLike, name: str) -> list[Path]:

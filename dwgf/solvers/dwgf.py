@@ -187,11 +187,6 @@ def resolve_hyper(hyper: dict[str, Any]) -> dict[str, Any]:
     return HYPER.resolve(hyper)
 
 
-def _recordable(hyper: dict[str, Any]) -> dict[str, Any]:
-    """Hyper-parameters as JSON-friendly values (the y_clean tensor is summarised by its shape)."""
-    return HYPER.record(hyper)
-
-
 def _measurements(
     y: torch.Tensor,
     hyper: dict[str, Any],
@@ -494,9 +489,9 @@ def solve(
     with torch.no_grad(), prior.rows_per_image(n):
         post_update = decode(final_latents)
     diverged = mask.statuses()
-    recorded = {**_recordable(hp), "n_particles": n, "n_steps": n_steps, "timesteps": [timesteps[0], timesteps[-1]]}
-    if isinstance(hp["y_clean"], torch.Tensor):
-        recorded["y_clean"] = f"tensor{(1, *operator.y_shape)}"
+    # y_clean is recorded per image, (1, *y_shape), so a record does not depend on the batch it was solved in
+    per_image = {**hp, "y_clean": hp["y_clean"][:1] if isinstance(hp["y_clean"], torch.Tensor) else hp["y_clean"]}
+    recorded = HYPER.solve_record(per_image, n_particles=n, n_steps=n_steps, timesteps=timesteps)
     traces = per_image_trace(history, b)
     results = []
     for image, diverged_at in enumerate(diverged):

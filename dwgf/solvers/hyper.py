@@ -7,7 +7,9 @@ range or choices, a one-line meaning and where the default comes from. From that
   the key for an unknown key, a wrong type (a bool is never a number) or a value out of range;
 * :meth:`HyperSpec.schema_fragment`: the JSON Schema of a method's ``hyper:`` in ``config.yaml``
   (:func:`dwgf.pipeline.config.validate_config` injects it into the config schema);
-* :meth:`HyperSpec.record`: the resolved values as JSON-friendly data for provenance records;
+* :meth:`HyperSpec.record`: the resolved values as JSON-friendly data for provenance records, and
+  :meth:`HyperSpec.solve_record`: what every solver stores as ``SolveResult.hyper`` (those values, the run's N and
+  steps, and the solver's declared derived values);
 * :meth:`HyperSpec.markdown_table`: the table of docs/hyperparameters.md (``dwgf hyperparameters --write``).
 
 The official per-task settings (``OfficialTask``) are part of the declaration too: the paper suite of
@@ -22,6 +24,9 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+#: Keys of a solve record (:meth:`HyperSpec.solve_record`) that are arguments of ``solve``, not hyper-parameters.
+RUN_KEYS = ("n_particles", "n_steps", "timesteps")
 
 #: Kinds of hyper-parameter. ``tensor`` and ``callable`` are Python-only (a YAML file cannot hold them).
 KINDS = ("float", "int", "bool", "choice", "float_pair", "tensor", "callable")
@@ -174,7 +179,8 @@ class HyperSpec:
     ``n_particles`` and ``n_steps`` are the solver's official N and step count (arguments of ``solve``, not
     hyper-parameters); ``schedule`` is the (t_max, t_min) of its timesteps when it has no ``t_max``/``t_min`` keys.
     ``checks`` are functions of the resolved dict that raise ValueError for combinations a single key cannot
-    express. ``official`` maps operator names to :class:`OfficialTask`.
+    express. ``official`` maps operator names to :class:`OfficialTask`. ``derived`` names the values a solve
+    computes from the resolved hyper-parameters and records beside them (name -> meaning; :meth:`solve_record`).
     """
 
     solver: str
@@ -186,11 +192,15 @@ class HyperSpec:
     schedule: tuple[int, int] = (999, 2)
     checks: Sequence[Callable[[dict[str, Any]], None]] = ()
     official: dict[str, OfficialTask] = field(default_factory=dict)
+    derived: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         names = [p.name for p in self.params]
         if len(set(names)) != len(names):
             raise ValueError(f"{self.label}: duplicate hyper-parameter names in {names}")
+        clash = sorted(set(self.derived) & (set(names) | set(RUN_KEYS)))
+        if clash:
+            raise ValueError(f"{self.label}: derived record keys {clash} are hyper-parameters or run keys")
         for operator, task in self.official.items():
             unknown = sorted(set(task.hyper) - set(names))
             if unknown:
@@ -272,6 +282,23 @@ class HyperSpec:
                 out[key] = value
         return out
 
+    def solve_record(
+        self, resolved: dict[str, Any], *, n_particles: int, n_steps: int, timesteps: Sequence[int], **derived: Any
+    ) -> dict[str, Any]:
+        """The ``SolveResult.hyper`` of one solve, the same for every solver: :meth:`record` of every declared
+        key of ``resolved``, the run's N, step count and (first, last) timestep (:data:`RUN_KEYS`), and exactly
+        the declared :attr:`derived` values.
+
+        ``resolved`` is this spec's :meth:`resolve` output (extra keys, such as a shared loop's switches, are not
+        recorded: a value worth recording is declared); a missing or undeclared derived value is a ValueError.
+        """
+        missing, unknown = sorted(set(self.derived) - set(derived)), sorted(set(derived) - set(self.derived))
+        if missing or unknown:
+            raise ValueError(f"{self.label} record: derived values missing {missing}, undeclared {unknown}")
+        run = {"n_particles": int(n_particles), "n_steps": int(n_steps), "timesteps": [timesteps[0], timesteps[-1]]}
+        declared = self.record({name: resolved[name] for name in self.names})
+        return {**declared, **run, **self.record(derived)}
+
     def markdown_table(self) -> str:
         """This solver's section of docs/hyperparameters.md."""
         lines = [
@@ -290,6 +317,8 @@ class HyperSpec:
                 config = "no" + (f": {p.config_note}" if p.config_note else "")
             cells = [f"`{p.name}`", f"`{_text(p.default)}`", p.allowed(), config, p.meaning, p.source]
             lines.append(_row(cells))
+        derived = "".join(f"; `{key}`: {meaning}" for key, meaning in self.derived.items())
+        lines += ["", f"Recorded per solve (`SolveResult.hyper`): every key above, `{'`, `'.join(RUN_KEYS)}`{derived}."]
         if self.official:
             lines += ["", "Official per-task settings:", "", "| operator | settings | source |", "| --- | --- | --- |"]
             for operator, task in self.official.items():

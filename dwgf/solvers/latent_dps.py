@@ -50,6 +50,7 @@ HYPER = HyperSpec(
         operator: OfficialTask({"omega": task.hyper["omega"]}, _INFERRED)
         for operator, task in PSLD_HYPER.official.items()
     },
+    derived={"gamma": "PSLD's gluing weight, always 0 here (Latent-DPS is PSLD without the gluing term)"},
 )
 
 #: Derived from :data:`HYPER`.
@@ -90,5 +91,5 @@ def solve(
         n_steps=n_steps,
         progress=progress,
         hyper={**resolved, "gamma": 0.0},
-        method="latent_dps",
+        spec=HYPER,
     )

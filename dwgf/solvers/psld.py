@@ -171,9 +171,11 @@ def guided_ddim(
     n_steps: int,
     progress: bool,
     hyper: dict[str, Any],
-    method: str,
+    spec: HyperSpec,
 ) -> SolveResult | list[SolveResult]:
-    """The PSLD / Latent-DPS loop for resolved ``hyper`` (gamma = 0 turns the gluing term off: Latent-DPS).
+    """The PSLD / Latent-DPS loop for resolved ``hyper`` (gamma = 0 turns the gluing term off: Latent-DPS);
+    ``spec``, the calling solver's declaration, makes the recorded hyper-parameters (:meth:`HyperSpec.solve_record`,
+    with ``gamma`` as a derived value when it is not one of the solver's keys).
 
     B observations ``y`` (B, *y_shape), one generator per image (or one generator with y (1, ...): one result).
     Random draws, from each image's generator, in this order: its initial latents z_T ~ N(0, I); then per step
@@ -199,7 +201,7 @@ def guided_ddim(
     z = randn_per_image((n, *latent_shape), generators, device, dtype)
     mask = ImageMask(b, n, device)
     with prior.rows_per_image(n):
-        for step in progress_bar(range(len(timesteps)), progress, method):
+        for step in progress_bar(range(len(timesteps)), progress, spec.solver):
             c = coefficients[step]
             z_t = z.detach().requires_grad_(True)
             with torch.enable_grad():
@@ -240,7 +242,8 @@ def guided_ddim(
 
         with torch.no_grad():
             particles = prior.decode(z.to(model_dtype)).to(dtype)
-    recorded = {**hyper, "n_particles": n, "n_steps": n_steps, "timesteps": [timesteps[0], timesteps[-1]]}
+    derived = {key: hyper[key] for key in spec.derived}
+    recorded = spec.solve_record(hyper, n_particles=n, n_steps=n_steps, timesteps=timesteps, **derived)
     traces = per_image_trace(history, b)
     results = []
     for image, diverged_at in enumerate(mask.statuses()):
@@ -287,5 +290,5 @@ def solve(
         n_steps=n_steps,
         progress=progress,
         hyper=resolve_hyper(hyper),
-        method="psld",
+        spec=HYPER,
     )

@@ -130,6 +130,7 @@ HYPER = HyperSpec(
               config_note="set by `dwgf solve`"),
     ],
     checks=[_check_combinations],
+    derived={"prior_weight": "the weight on the prior term: w_t / rho (augmented with prior_weight_over_rho) or w_t"},
     official={
         "box_inpainting": OfficialTask(
             {"w_t": 0.15, "rho": 0.07, "lr_x": 0.4, "lr_z": 0.8}, "RLSD `constrained_sampling/runs/half_face.sh`", 4
@@ -315,15 +316,7 @@ def solve(
         with torch.no_grad():
             decoded = decode(z.detach())
     particles = x.detach() if augmented else decoded
-    recorded = {
-        **hp,
-        "betas": list(hp["betas"]),
-        "feature_extractor": None if hp["feature_extractor"] is None else repr(hp["feature_extractor"]),
-        "prior_weight": weight,
-        "n_particles": n,
-        "n_steps": n_steps,
-        "timesteps": [timesteps[0], timesteps[-1]],
-    }
+    recorded = HYPER.solve_record(hp, n_particles=n, n_steps=n_steps, timesteps=timesteps, prior_weight=weight)
     traces = per_image_trace(history, b)
     results = []
     for image, diverged_at in enumerate(mask.statuses()):

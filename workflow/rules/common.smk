@@ -22,6 +22,13 @@ def protocol():
     return lambda wc: PLAN.protocol()
 
 
+def raw_parameters():
+    """Param function with the collapsed block of raw parameters (the report spec as JSON) beneath a caption."""
+    from dwgf.reporting.captions import raw_parameters_rst
+
+    return lambda wc: raw_parameters_rst(PLAN.report_spec())
+
+
 def resources(group):
     """Snakemake resources of a rule group from the suite's `resources` (none unless the suite sets them)."""
     return dict((PLAN.spec.get("resources") or {}).get(group) or {})

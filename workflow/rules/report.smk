@@ -56,6 +56,7 @@ rule tables:
     params:
         spec=spec(PLAN.report_spec),
         protocol=protocol(),
+        raw_parameters=raw_parameters(),
         root=R,
         out_dir=PLAN.path("tables_folder"),
     log:
@@ -81,6 +82,7 @@ rule plot_ablation:
     params:
         spec=spec(PLAN.report_spec),
         protocol=protocol(),
+        raw_parameters=raw_parameters(),
         root=R,
     log:
         PLAN.log("plot_ablation", "{ablation}"),
@@ -108,6 +110,7 @@ rule qualitative:
     params:
         spec=spec(PLAN.report_spec),
         protocol=protocol(),
+        raw_parameters=raw_parameters(),
         decoder_note=lambda wc: decoder_note(),
         root=R,
     log:
