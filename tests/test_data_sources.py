@@ -21,11 +21,11 @@ from dwgf.provenance import sha256_file
 
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
 
-SETS = {
-    "well_specified": {"source": {"kind": "prior_samples"}, "ids": ["prior-0000", "prior-0001"]},
-    "held_out": {"source": {"kind": "bundled"}, "ids": ["astronaut-r0080-c0180"]},
-    "ood": {"source": {"kind": "textures"}, "ids": ["texture-stripes-0", "texture-noise-1"]},
-}
+SETS = [
+    {"name": "well_specified", "source": {"kind": "prior_samples"}, "ids": ["prior-0000", "prior-0001"]},
+    {"name": "held_out", "source": {"kind": "bundled"}, "ids": ["astronaut-r0080-c0180"]},
+    {"name": "ood", "source": {"kind": "textures"}, "ids": ["texture-stripes-0", "texture-noise-1"]},
+]
 
 
 def suite_config(data=None, suite="research_smoke", edit=None) -> dict:
@@ -111,7 +111,7 @@ def test_composite_acquire_images_is_deterministic_and_recorded(fitted, tmp_path
         "image_size": 64,
         "dtype": "float32",
         "source": {"kind": "sets", "sets": SETS},
-        "ids": [i for part in SETS.values() for i in part["ids"]],
+        "ids": [i for part in SETS for i in part["ids"]],
     }
     with pytest.raises(ValueError, match="--prior"):
         acquire_images(spec, root, tmp_path / "no-prior.prov.json")
@@ -121,7 +121,7 @@ def test_composite_acquire_images_is_deterministic_and_recorded(fitted, tmp_path
     again = acquire_images(spec, root, out, prior_record=record)
     assert {name: sha256_file(root / name) for name in again["outputs"]} == hashes  # same bytes twice
     saved = json.loads(out.read_text())
-    assert saved["extra"]["image_sets"] == {i: name for name, part in SETS.items() for i in part["ids"]}
+    assert saved["extra"]["image_sets"] == {i: part["name"] for part in SETS for i in part["ids"]}
     assert saved["extra"]["images"]["prior-0000"].endswith("prior-0000.npy")
     assert saved["extra"]["images"]["texture-noise-1"].endswith("texture-noise-1.png")
     assert str(record.relative_to(root)) in saved["inputs"]  # the prior is a recorded input
@@ -154,8 +154,7 @@ def test_composite_plan_ids_sets_and_held_out_crops():
 
 
 def _sets(**changes):
-    sets = copy.deepcopy(SETS)
-    sets.update(changes)
+    sets = [dict(part, **changes.get(part["name"], {})) for part in copy.deepcopy(SETS)]
     return {"source": {"kind": "sets", "sets": sets}}
 
 
@@ -164,17 +163,10 @@ def _sets(**changes):
     [
         # prior samples need the exact-posterior test bed
         (_sets(), lambda s: s.update(prior=copy.deepcopy(CONFIG["suites"]["gpu_smoke"]["prior"])), "gaussian_mixture"),
-        (
-            _sets(ood={"source": {"kind": "textures"}, "ids": ["texture-zebra-0"]}),
-            None,
-            r"sets\.ood\.ids\[0\]'.*texture id",
-        ),  # fmt: skip
-        (
-            _sets(ood={"source": {"kind": "textures"}, "ids": ["prior-0000"]}),
-            None,
-            "in sets 'well_specified' and 'ood'",
-        ),
-        (_sets(held_out={"source": {"kind": "bundled"}, "ids": ["nowhere-r0000-c0000"]}), None, "held_out.ids"),
+        (_sets(ood={"ids": ["texture-zebra-0"]}), None, r"sets\[2\]\.ids\[0\]'.*texture id"),
+        (_sets(ood={"ids": ["prior-0000"]}), None, "in sets 'well_specified' and 'ood'"),
+        (_sets(held_out={"ids": ["nowhere-r0000-c0000"]}), None, r"sets\[1\]\.ids\[0\]"),
+        (_sets(ood={"name": "held_out"}), None, "'held_out' is used twice"),
         ({"source": {"kind": "prior_samples"}, "ids": ["prior-1"]}, None, r"data\.ids\[0\]'.*prior-sample id"),
     ],
 )
@@ -189,7 +181,8 @@ def test_plan_errors_name_the_key(data, edit, message):
     "data",
     [
         {"source": {"kind": "sets", "sets": SETS}, "ids": ["prior-0000"]},  # ids belong to the sets
-        {"source": {"kind": "sets", "sets": {"x": {"source": {"kind": "folder", "path": "."}, "ids": ["a"]}}}},
+        {"source": {"kind": "sets", "sets": [{"name": "x", "source": {"kind": "folder", "path": "."}, "ids": ["a"]}]}},
+        {"source": {"kind": "sets", "sets": [{"source": {"kind": "textures"}, "ids": ["texture-noise-0"]}]}},
         {"source": {"kind": "textures"}},  # a single source needs ids
     ],
 )

@@ -49,8 +49,7 @@ def acquire_images(
     root = Path(root)
     sets = image_sets(spec)
     owner = image_set_of(sets)
-    # the spec's JSON has sorted keys, so the sets arrive in name order: compare the ids as sets
-    if sorted(owner) != sorted(spec["ids"]):
+    if list(owner) != list(spec["ids"]):
         raise ValueError(f"spec 'ids' {spec['ids']} differ from the ids of the source's image sets {list(owner)}")
     sampled = [i for part in sets.values() if part["source"]["kind"] == "prior_samples" for i in part["ids"]]
     seeds = {image_id: prior_sample_seed(int(spec["seed"]), image_id) for image_id in sampled}
@@ -68,8 +67,8 @@ def acquire_images(
         inputs.append(Path(prior_record))
     outputs: dict[str, Path] = {}
     manifest = None
-    for name, part in sets.items():
-        key = f"data.source.sets.{name}.ids" if spec["source"]["kind"] == COMPOSITE_SOURCE else "data.ids"
+    for part in sets.values():
+        key = f"data.source.sets[{part['index']}].ids" if spec["source"]["kind"] == COMPOSITE_SOURCE else "data.ids"
         written, part_manifest = write_images(
             part["source"], part["ids"], size, folder, key=key, prior=prior, seed=int(spec["seed"])
         )
@@ -79,7 +78,7 @@ def acquire_images(
         recorder.extra["source_manifest"] = relative_to_root(manifest, root)
         recorder.extra["download"] = json.loads(Path(manifest).read_text(encoding="utf-8"))["source"]
     recorder.extra["images"] = {image_id: relative_to_root(path, root) for image_id, path in outputs.items()}
-    recorder.extra["image_sets"] = {image_id: owner[image_id] for image_id in spec["ids"]}
+    recorder.extra["image_sets"] = owner
     # the manifest is written by this step (into data/images/), so it is an output: as an input, no record would
     # name it as an output and `dwgf verify` would call it a stray file
     return recorder.write(out, outputs=[*outputs.values(), *([manifest] if manifest else [])], inputs=inputs)

@@ -63,15 +63,19 @@ GENERATED_KINDS = ("bundled", "prior_samples", "textures")
 def image_sets(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """``{set name: {"source": ..., "ids": [...]}}`` of a ``data`` block (or an ``acquire-images`` spec).
 
-    A composite source (``source: {kind: sets, sets: {<name>: {source, ids}, ...}}``) gives its named sets in
-    config order; any other source is one set named :data:`DEFAULT_IMAGE_SET` with ``data.ids``.
+    A composite source (``source: {kind: sets, sets: [{name, source, ids}, ...]}``) gives its named sets in list
+    order (a list, not a mapping: the order decides the suite's id order, hence the ablations' first images and
+    the shards, and must survive a JSON round trip with sorted keys); any other source is one set named
+    :data:`DEFAULT_IMAGE_SET` with ``data.ids``.
     """
     source = data["source"]
     if source["kind"] == COMPOSITE_SOURCE:
-        return {
-            name: {"source": dict(part["source"]), "ids": resolve_ids(part["ids"])}
-            for name, part in source["sets"].items()
-        }
+        sets: dict[str, dict[str, Any]] = {}
+        for part in source["sets"]:
+            if part["name"] in sets:
+                raise ConfigError(f"config key 'data.source.sets': set name {part['name']!r} is used twice")
+            sets[part["name"]] = {"source": dict(part["source"]), "ids": resolve_ids(part["ids"]), "index": len(sets)}
+        return sets
     return {DEFAULT_IMAGE_SET: {"source": dict(source), "ids": resolve_ids(data["ids"])}}
 
 
@@ -163,7 +167,7 @@ class Suite:
 
     def _where_ids(self, set_name: str) -> str:
         if self.spec["data"]["source"]["kind"] == COMPOSITE_SOURCE:
-            return self._where("data", "source", "sets", set_name, "ids")
+            return self._where("data", "source", f"sets[{self.image_sets[set_name]['index']}]", "ids")
         return self._where("data", "ids")
 
     def _check_generated_ids(self) -> None:
