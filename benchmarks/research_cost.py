@@ -4,7 +4,10 @@
 
 Reads ``<run>/benchmarks/solve/<method>/<task>/<variant>/shard-*.tsv`` and ``<run>/benchmarks/evaluate_batch/
 <task>.tsv`` (column ``cpu_time``: CPU seconds of the job's process tree), and the plan of the suite in
-config.yaml. Model, stated so that it can be checked:
+config.yaml (a measured job's size comes from the measured run's own config, ``run/invocation.json``, so the
+subset may be a slice with other methods, tasks or images; jobs of earlier runs into the same folder are sized by
+``--measured-config``). Model, stated so that it
+can be checked:
 
 * a solve job costs ``overhead`` (process start, torch import, prior load: ``--overhead``, CPU-s, measured as the
   cost of a 6-step research_smoke solve job) plus ``rate[solver, task] * image_steps``, image_steps = images x
@@ -38,25 +41,41 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="results folder of the measured subset (results/<suite>)")
     parser.add_argument("--suite", default="research")
     parser.add_argument("--config", default=None, help="config file of the full suite (default config.yaml)")
+    parser.add_argument(
+        "--measured-config", action="append", default=[], help="other config files that ran jobs of the subset"
+    )
     parser.add_argument("--overhead", type=float, default=4.0, help="CPU-s of a solve job's start-up")
     args = parser.parse_args()
+
+    import json
 
     from dwgf.pipeline.config import DEFAULT_CONFIG, load_config
     from dwgf.pipeline.plan import Plan
 
     plan = Plan(load_config(args.config or DEFAULT_CONFIG, {"suite": args.suite}))
+    # the measured jobs' images and steps come from the measured run's own config (run/invocation.json)
+    measured = Plan(json.loads((args.run / "run" / "invocation.json").read_text(encoding="utf-8"))["config"])
+    earlier = [
+        Plan(load_config(path, {"suite": args.suite, "results": plan.config["results"]}))
+        for path in args.measured_config
+    ]
     bench = args.run / "benchmarks"
     # 1. measured solve rates (CPU-s per image-step) per solver x task
     rates: dict[tuple[str, str], list[float]] = defaultdict(list)
-    runs: dict[str, int] = defaultdict(int)
     for path in sorted((bench / "solve").glob("*/*/*/shard-*.tsv")):
         method, task, variant = path.parts[-4:-1]
-        job = next((j for j in plan.solve_jobs() if (j.method, j.task, j.variant) == (method, task, variant)), None)
-        if job is None:
+        key = (method, task, variant, path.stem.removeprefix("shard-"))
+        found = [
+            (p, j)
+            for p in (measured, *earlier)
+            for j in p.solve_jobs()
+            if (j.method, j.task, j.variant, j.shard) == key
+        ]
+        if not found:  # not a job of the measured configs: its size is unknown
             continue
-        steps = len(job.ids) * plan.settings(method, task, variant)["n_steps"]
-        rates[(plan.solver(method), task)].append((cpu_time(path) - args.overhead) / steps)
-        runs[task] += len(job.ids)
+        source, job = found[0]
+        steps = len(job.ids) * source.settings(method, task, variant)["n_steps"]
+        rates[(source.solver(method), task)].append((cpu_time(path) - args.overhead) / steps)
     if not rates:
         raise FileNotFoundError(f"no solve benchmarks of suite {args.suite!r} under {bench / 'solve'}")
     rate = {key: mean(values) for key, values in rates.items()}
@@ -64,8 +83,9 @@ def main() -> None:
     # 2. evaluation cost per solved image, per task (evaluate_batch only counts the tasks whose runs are known)
     evaluation = {}
     for path in sorted((bench / "evaluate_batch").glob("*.tsv")):
-        if runs.get(path.stem):
-            evaluation[path.stem] = cpu_time(path) / runs[path.stem]
+        evaluated = sum(len(j.ids) for j in measured.solve_jobs() if j.task == path.stem)
+        if evaluated:
+            evaluation[path.stem] = cpu_time(path) / evaluated
     # 3. the full suite
     solve_cpu, evaluate_cpu, unmeasured = 0.0, 0.0, set()
     for job in plan.solve_jobs():
