@@ -62,7 +62,7 @@ def recompute_rows(index: ResultsIndex, k: int, seed: int, add, workdir: str | N
 
     from dwgf.audit.verify import Problem, snakemake_target
     from dwgf.pipeline.evaluate import EvaluationContext, _image_keys
-    from dwgf.pipeline.images import load_png
+    from dwgf.pipeline.images import load_image
 
     pool = candidates(index)
     chosen = pool if k < 0 or k >= len(pool) else random.Random(seed).sample(pool, k)
@@ -84,7 +84,7 @@ def recompute_rows(index: ResultsIndex, k: int, seed: int, add, workdir: str | N
         keys = _image_keys(spec, per_image).for_image(image_id, None, None)
         with np.load(index.resolve(item["files"]["npz"])) as data:
             particles = torch.from_numpy(data["particles"])
-        gt = load_png(index.resolve(images[image_id]), image_size=int(spec["image_size"])).unsqueeze(0)
+        gt = load_image(index.resolve(images[image_id]), image_size=int(spec["image_size"])).unsqueeze(0)
         fresh = context.image_metrics(str(torch_home), nets).rows(particles, gt, keys)
         parquet = [p for p in entry.outputs if p.endswith(".parquet")]
         stored = {p: pd.read_parquet(index.resolve(p)) for p in parquet if index.sha256(p) is not None}

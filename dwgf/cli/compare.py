@@ -31,8 +31,10 @@ hyper-parameters per task), the base seed and the held-out test images are those
 results folder (``--prior-dir results/demo``); observations use the DAG's measurement function and seeds
 (:func:`dwgf.pipeline.observe.measure`), and each solve uses the DAG's per-image seed
 (:func:`dwgf.pipeline.solve.solve_seed`). So on the ``real`` regime a method's particles are those of the DAG's
-``main`` variant for that image, and this verb adds what the DAG does not compute: the ``prior`` regime, the
-reference rows and the spread ratio. The test-bed step sizes are documented where they are set, in ``config.yaml``.
+``main`` variant for that image, and on the ``prior`` regime those of a DAG whose data has a ``prior_samples`` set
+(the same function draws the images, :func:`dwgf.data.prior_samples.sample_prior_images`, with the same ids and
+seeds); this verb adds the reference rows (``exact_samples``, ``pseudo_inverse``, ``prior_mean``). The test-bed
+step sizes are documented where they are set, in ``config.yaml``.
 """
 
 from __future__ import annotations
@@ -102,10 +104,13 @@ def load_or_fit_prior(plan, prior_dir: str | None = None, log=print):
 
 
 def ground_truths(prior, plan, regime: str, n_images: int) -> tuple[torch.Tensor, list[str]]:
-    """(images (n, 3, S, S), ids) of one regime: the suite's held-out test crops or prior samples D(z), z ~ p_0."""
-    import torch
+    """(images (n, 3, S, S), ids) of one regime: the suite's held-out test crops or prior samples D(z), z ~ p_0.
 
-    from dwgf.seeding import derive_seed, make_generator
+    The ``prior`` regime is the DAG's ``prior_samples`` data source (:func:`dwgf.data.prior_samples.
+    sample_prior_images`, ids ``prior-0000``, ...; per-image seeds from the suite seed and the id): a suite whose
+    data has a prior_samples set solves the same images.
+    """
+    import torch
 
     if regime == "real":
         if len(plan.ids) < n_images:
@@ -117,9 +122,10 @@ def ground_truths(prior, plan, regime: str, n_images: int) -> tuple[torch.Tensor
         ids = plan.ids[:n_images]
         return load_crops(ids, size=prior.image_size).to(torch.float32), ids
     if regime == "prior":
-        generator = make_generator(derive_seed(plan.spec["seed"], "testbed-compare", "prior-samples"))
-        images = prior.decode(prior.sample_prior(n_images, generator)).detach().to(torch.float32)
-        return images, [f"prior-{k:03d}" for k in range(n_images)]
+        from dwgf.data.prior_samples import prior_sample_id, sample_prior_images
+
+        ids = [prior_sample_id(k) for k in range(n_images)]
+        return sample_prior_images(prior, int(plan.spec["seed"]), ids), ids
     raise ValueError(f"unknown regime {regime!r}; choose from {REGIMES}")
 
 
@@ -216,9 +222,9 @@ def run_compare(
                 for method in methods:
                     n, n_steps, hyper = settings_for(plan, method, task, steps)
                     n = n_particles or n
-                    # the real regime's image ids are the DAG's, and so is its per-image seed (main variant)
-                    variant = "main" if regime == "real" else f"testbed-compare-{regime}"
-                    generator = make_generator(solve_seed(seed, method, task, variant, image_id))
+                    # both regimes' image ids and seeds are the DAG's (main variant): the real regime's are the
+                    # suite's test crops, the prior regime's those of a prior_samples data source
+                    generator = make_generator(solve_seed(seed, method, task, "main", image_id))
                     start = time.perf_counter()
                     result = get_solver(plan.solver(method))(
                         prior, operator, y, n, generator, n_steps=n_steps, progress=progress, **hyper

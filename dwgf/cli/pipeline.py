@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = verb("acquire-images", _acquire_images, "write the suite's test images as PNGs + a sha256 record")
     p.add_argument("--out", required=True, help="record to write (data/images.prov.json)")
+    p.add_argument("--prior", help="record of `dwgf fit-prior` (needed by a prior_samples source only)")
 
     p = verb("fit-prior", _fit_prior, "fit the exact-posterior test-bed prior on bundled crops")
     p.add_argument("--out", required=True, help="record to write (prior/prior.prov.json)")
@@ -109,7 +110,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _acquire_images(args: argparse.Namespace) -> int:
     from dwgf.pipeline.data_steps import acquire_images
 
-    acquire_images(args.spec, args.root, args.out)
+    acquire_images(args.spec, args.root, args.out, prior_record=args.prior)
     return 0
 
 

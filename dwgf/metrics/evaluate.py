@@ -209,6 +209,20 @@ def mixture_rows(
     ]  # fmt: skip
 
 
+def exact_mean_rows(
+    posterior_mean: torch.Tensor, ground_truth: torch.Tensor, keys: RowKeys, *, data_range: float = 2.0
+) -> list[dict[str, Any]]:
+    """``exact_mean_psnr``: PSNR (dB) of the exact posterior mean E[x | y] against the ground truth (image space).
+
+    A property of the observation, the same for every method; in the well-specified regime (ground truth drawn
+    from the prior) it is the Bayes-optimal PSNR in expectation, the ceiling for a solver's ``psnr`` of its
+    particle mean, so the dB gap between them is measurable per image from the metrics alone.
+    """
+    value = testbed.posterior_mean_psnr(torch.as_tensor(posterior_mean).reshape(1, -1), ground_truth, data_range)
+    return [keys.row(metric="exact_mean_psnr", protocol=f"space=image;data_range={data_range:g};vs=ground_truth",
+                     value=value, network=PIXEL_IMPLEMENTATION)]  # fmt: skip
+
+
 def calibration_rows(
     particles: torch.Tensor, ground_truth: torch.Tensor, keys: RowKeys, *, space: str = "image"
 ) -> list[dict[str, Any]]:

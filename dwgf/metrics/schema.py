@@ -16,6 +16,8 @@ n_particles         int64    N
 kappa               float64  hyper["kappa"]
 sigma_dec           float64  hyper["sigma_dec"]
 image_id            string   image id (null for set-level rows)
+image_set           string   the image's set (``data.source`` kind ``sets``: ``well_specified``, ``held_out``,
+                             ``ood``...; ``test`` for a single source); null for set-level rows
 particle            int64    0..N-1; -1 = the particle-mean image; null = whole image/set quantity
 sample_policy       string   set-level only: ``first_particle`` | ``all_particles`` | ``particle_mean``
 metric*             string   ``psnr``, ``ssim``, ``lpips_alex``, ``lpips_vgg``, ``fid``, ``kid``, ...
@@ -56,7 +58,7 @@ import pyarrow.parquet as pq
 
 from dwgf.io import atomic_path
 
-SCHEMA_VERSION = "dwgf.metrics/1"
+SCHEMA_VERSION = "dwgf.metrics/2"  # 2: column image_set
 
 LEVELS = ("image", "set")
 SAMPLE_POLICIES = ("first_particle", "all_particles", "particle_mean")
@@ -78,6 +80,7 @@ SCHEMA = pa.schema(
         pa.field("kappa", pa.float64()),
         pa.field("sigma_dec", pa.float64()),
         pa.field("image_id", pa.string()),
+        pa.field("image_set", pa.string()),
         pa.field("particle", pa.int64()),
         pa.field("sample_policy", pa.string()),
         pa.field("metric", pa.string(), nullable=False),
@@ -124,9 +127,18 @@ class RowKeys:
     image_id: str | None = None
     observation_sha256: str | None = None
     run_sha256: str | None = None
+    image_set: str | None = None
 
-    def for_image(self, image_id: str, observation_sha256: str | None = None, run_sha256: str | None = None):
-        return replace(self, image_id=image_id, observation_sha256=observation_sha256, run_sha256=run_sha256)
+    def for_image(
+        self,
+        image_id: str,
+        observation_sha256: str | None = None,
+        run_sha256: str | None = None,
+        image_set: str | None = None,
+    ):
+        return replace(
+            self, image_id=image_id, observation_sha256=observation_sha256, run_sha256=run_sha256, image_set=image_set
+        )
 
     def row(
         self,
@@ -160,6 +172,7 @@ class RowKeys:
             **{name: _optional_float(self.hyper.get(name), name) for name in HYPER_COLUMNS},
             "n_particles": self.n_particles,
             "image_id": self.image_id if level == "image" else None,
+            "image_set": self.image_set if level == "image" else None,
             "particle": particle,
             "sample_policy": sample_policy,
             "metric": metric,
@@ -255,7 +268,10 @@ def _check_rules(df: pd.DataFrame) -> None:
     fail(
         sets & ~df["sample_policy"].isin(SAMPLE_POLICIES), f"level 'set' rows need a sample_policy in {SAMPLE_POLICIES}"
     )
-    fail(sets & (df["image_id"].notna() | df["particle"].notna()), "level 'set' rows have no image_id or particle")
+    fail(
+        sets & (df["image_id"].notna() | df["particle"].notna() | df["image_set"].notna()),
+        "level 'set' rows have no image_id, image_set or particle",
+    )
     fail(df["particle"] < -1, "particle must be >= -1 (-1 = the particle mean)")
     fail(df["n_particles"] < 1, "n_particles must be >= 1")
     for index, text in enumerate(df["hyper"]):

@@ -17,46 +17,108 @@ from typing import Any
 
 from dwgf.pipeline.layout import suite_path
 from dwgf.pipeline.records import require
+from dwgf.pipeline.variants import COMPOSITE_SOURCE
 from dwgf.provenance import Recorder, relative_to_root
 
 
-def acquire_images(spec: dict[str, Any], root: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
-    """Write ``data/images/<id>.png`` for every id of the suite, then the record ``out``.
+def acquire_images(
+    spec: dict[str, Any],
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    prior_record: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Write ``data/images/<id>.png`` (or ``.npy``) for every id of the suite, then the record ``out``.
 
     ``source.kind: bundled``: the scikit-image crop named by each id (:func:`dwgf.data.bundled.load_crop`), so
-    the demo runs offline. ``folder`` / ``archive`` / ``hf_dataset`` / ``lmdb``: FFHQ images by id through
+    the demo runs offline. ``textures``: the synthetic texture named by each id (:mod:`dwgf.data.textures`).
+    ``prior_samples``: x = D(z), z ~ p_0 from the fitted test-bed prior of ``prior_record`` with a per-image seed
+    from the suite seed and the id (:func:`dwgf.data.prior_samples.sample_prior_images`), stored exactly as
+    float32 ``<id>.npy`` (a PNG would clamp and quantise the ground truth of the well-specified regime).
+    ``sets``: the named image sets of a composite source, each written by its own kind into the same folder.
+    ``folder`` / ``archive`` / ``hf_dataset`` / ``lmdb``: FFHQ images by id through
     :func:`dwgf.acquire.acquire_images` (Lanczos-resized to ``image_size`` only when the size differs; its
     ``manifest.json`` with the sha256 of every original is recorded as an output, and ``extra.download`` says
     what was read from where: for a hub source the endpoint, repo, commit, skipped mirrors and file sha256s).
-    A missing id raises naming it.
+    A missing id raises naming it. ``extra.image_sets`` maps every id to its set (the ``image_set`` column of
+    the metrics); prior-sample seeds are in the record's ``seeds``.
     """
+    from dwgf.data.prior_samples import prior_sample_seed
+    from dwgf.pipeline.variants import image_set_of, image_sets
+
     require(spec, "source", "ids", "image_size")
     root = Path(root)
-    recorder = Recorder("acquire-images", root=root, config=spec, seeds={})
+    sets = image_sets(spec)
+    owner = image_set_of(sets)
+    if list(owner) != list(spec["ids"]):
+        raise ValueError(f"spec 'ids' {spec['ids']} differ from the ids of the source's image sets {list(owner)}")
+    sampled = [i for part in sets.values() if part["source"]["kind"] == "prior_samples" for i in part["ids"]]
+    seeds = {image_id: prior_sample_seed(int(spec["seed"]), image_id) for image_id in sampled}
+    recorder = Recorder("acquire-images", root=root, config=spec, seeds=seeds)
     size, folder = int(spec["image_size"]), suite_path(root, "image_folder")
-    outputs, manifest = write_images(spec["source"], list(spec["ids"]), size, folder)
-    inputs = [Path(spec["source"]["lock"])] if spec["source"].get("lock") else []
+    prior, inputs = None, [Path(spec["source"]["lock"])] if spec["source"].get("lock") else []
+    if sampled:
+        if prior_record is None:
+            raise ValueError(
+                "a prior_samples source samples the fitted prior: pass --prior (the record of `dwgf fit-prior`)"
+            )
+        from dwgf.pipeline.solve import load_pipeline_prior
+
+        prior, _ = load_pipeline_prior(root, prior_record, "cpu", spec["dtype"])
+        inputs.append(Path(prior_record))
+    outputs: dict[str, Path] = {}
+    manifest = None
+    for part in sets.values():
+        key = f"data.source.sets[{part['index']}].ids" if spec["source"]["kind"] == COMPOSITE_SOURCE else "data.ids"
+        written, part_manifest = write_images(
+            part["source"], part["ids"], size, folder, key=key, prior=prior, seed=int(spec["seed"])
+        )
+        outputs.update(written)
+        manifest = manifest or part_manifest
     if manifest:
         recorder.extra["source_manifest"] = relative_to_root(manifest, root)
         recorder.extra["download"] = json.loads(Path(manifest).read_text(encoding="utf-8"))["source"]
     recorder.extra["images"] = {image_id: relative_to_root(path, root) for image_id, path in outputs.items()}
+    recorder.extra["image_sets"] = owner
     # the manifest is written by this step (into data/images/), so it is an output: as an input, no record would
     # name it as an output and `dwgf verify` would call it a stray file
     return recorder.write(out, outputs=[*outputs.values(), *([manifest] if manifest else [])], inputs=inputs)
 
 
 def write_images(
-    source: dict[str, Any], ids: list[str], size: int, folder: Path, key: str = "data.ids"
+    source: dict[str, Any],
+    ids: list[str],
+    size: int,
+    folder: Path,
+    key: str = "data.ids",
+    prior: Any = None,
+    seed: int | None = None,
 ) -> tuple[dict[str, Path], Path | None]:
-    """Write ``<folder>/<id>.png`` for every id from ``source``; returns ({id: path}, source manifest or None).
+    """Write ``<folder>/<id>.png`` (``.npy`` for prior samples) for every id from ``source``; returns ({id: path},
+    source manifest or None).
 
-    Every written image is read back at ``size``. ``key`` names the config key of the ids in error messages.
+    Every written image is read back at ``size``. ``key`` names the config key of the ids in error messages;
+    ``prior`` and ``seed`` (the suite seed) are needed by a ``prior_samples`` source only.
     """
-    from dwgf.pipeline.images import load_png, save_png  # torch: imported only by the steps that write images
+    from dwgf.pipeline.images import load_image, save_npy, save_png  # torch: only the steps that write images
 
     outputs: dict[str, Path] = {}
     manifest = None
-    if source["kind"] == "bundled":
+    if source["kind"] == "prior_samples":
+        from dwgf.data.prior_samples import sample_prior_images
+
+        if prior is None or seed is None:
+            raise ValueError(f"config key {key!r}: a prior_samples source needs the fitted prior and the suite seed")
+        for image_id, x in zip(ids, sample_prior_images(prior, seed, ids)):
+            outputs[image_id] = save_npy(x, folder / f"{image_id}.npy")
+    elif source["kind"] == "textures":
+        from dwgf.data.textures import texture_image
+
+        for image_id in ids:
+            try:
+                outputs[image_id] = save_png(texture_image(image_id, size), folder / f"{image_id}.png")
+            except ValueError as error:
+                raise ValueError(f"config key {key!r}: {error}") from error
+    elif source["kind"] == "bundled":
         from dwgf.data.bundled import load_crop
 
         for image_id in ids:
@@ -72,7 +134,7 @@ def write_images(
         outputs = {image_id: folder / f"{image_id}.png" for image_id in ids}
         manifest = folder / acquire.IMAGE_MANIFEST_NAME
     for path in outputs.values():
-        load_png(path, image_size=size)  # every written image must read back at the suite's size
+        load_image(path, image_size=size)  # every written image must read back at the suite's size
     return outputs, manifest
 
 
@@ -130,7 +192,9 @@ def fit_prior(spec: dict[str, Any], root: str | os.PathLike, out: str | os.PathL
         "source": dict(source),
         "excluded_overlapping_crops": len(ids) - len(kept_ids),
     }
-    if source["kind"] != "bundled":
+    if source["kind"] in ("prior_samples", "textures"):
+        prior.config["held_out"]["note"] = f"test images from a {source['kind']} source: not crops, none excluded"
+    elif source["kind"] != "bundled":
         prior.config["held_out"]["note"] = (
             f"test images from a {source['kind']} source, not bundled crops: no training crop excluded; that they "
             "share no pixels with the bundled photographs is the user's statement, not checked"

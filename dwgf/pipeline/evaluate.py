@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from dwgf.io import sha256_file
-from dwgf.pipeline.images import load_png
+from dwgf.pipeline.images import display_uint8, load_image
 from dwgf.pipeline.observe import build_operator, load_observation
 from dwgf.pipeline.records import read_step_record, require, resolve
 from dwgf.provenance import Recorder
@@ -85,7 +85,7 @@ def _posterior_rows(reference: dict[str, Any], particles, latents, keys, gt=None
     """Exact-posterior rows; with the ground truth ``gt`` (and the prior, to encode it) also calibration rows."""
     import torch
 
-    from dwgf.metrics.evaluate import calibration_rows, mixture_rows, posterior_rows
+    from dwgf.metrics.evaluate import calibration_rows, exact_mean_rows, mixture_rows, posterior_rows
 
     rows = []
     spaces = (("image", particles.to(torch.float64)), ("latent", latents.to(torch.float64).flatten(1)))
@@ -95,6 +95,7 @@ def _posterior_rows(reference: dict[str, Any], particles, latents, keys, gt=None
     rows += mixture_rows(spaces[1][1], reference["weights"], reference["prior_components"], keys)
     if gt is not None:
         gt64 = gt.to(torch.float64)
+        rows += exact_mean_rows(reference["image"][0], gt64, keys)
         rows += calibration_rows(spaces[0][1], gt64, keys, space="image")
         gt_latent = prior.encode(gt64.to(prior.dtype), sample=False).to(torch.float64).flatten(1)
         rows += calibration_rows(spaces[1][1], gt_latent, keys, space="latent")
@@ -180,7 +181,8 @@ def evaluate_shard(
     recorder = Recorder("evaluate", root=root, config=spec)
     root = Path(root)
     shard = read_step_record(shard_record, "solve")
-    images = read_step_record(images_record, "acquire-images")["extra"]["images"]
+    images_extra = read_step_record(images_record, "acquire-images")["extra"]
+    images, image_sets = images_extra["images"], images_extra["image_sets"]
     observations = read_step_record(observations_record, "observe")
     metrics_spec = spec["metrics"]
     torch_home = (metrics_spec.get("weights") or {}).get("torch_home", "cache/torch")
@@ -200,7 +202,9 @@ def evaluate_shard(
         keys = _image_keys(spec, record)
         obs_path = resolve(root, observations["extra"]["images"][image_id]["npz"])
         run_path = resolve(root, entry["files"]["npz"]) if "npz" in entry["files"] else None
-        keys = keys.for_image(image_id, sha256_file(obs_path), sha256_file(run_path) if run_path else None)
+        keys = keys.for_image(
+            image_id, sha256_file(obs_path), sha256_file(run_path) if run_path else None, image_sets[image_id]
+        )
         rows += solve_record_rows(record, keys, device=shard.get("device"))
         if run_path is None:
             continue  # the solve raised: only its runtime rows (status solve_error) exist
@@ -208,7 +212,7 @@ def evaluate_shard(
             particles = torch.from_numpy(data["particles"])
             latents = torch.from_numpy(data["latents"])
         gt_path = resolve(root, images[image_id])
-        gt = load_png(gt_path, image_size=int(spec["image_size"])).unsqueeze(0)
+        gt = load_image(gt_path, image_size=int(spec["image_size"])).unsqueeze(0)
         rows += image_metrics.rows(particles, gt, keys)
         if use_posterior:
             seeds[image_id] = derive_seed(spec["seed"], "posterior", spec["task"]["name"], image_id)
@@ -258,7 +262,8 @@ def set_metrics(
     store = context.feature_store(spec["fid_network"], spec["torch_home"])
     network = store.network
     real_paths = [resolve(root, images[i]) for i in sorted(images)]
-    real = store.features(real_paths)
+    # prior samples are float .npy ground truths: the feature network sees them as 8-bit RGB like every image
+    real = store.features([display_uint8(p) if p.suffix == ".npy" else p for p in real_paths])
     keys = RowKeys(
         suite=spec["suite"],
         task=spec["task"],

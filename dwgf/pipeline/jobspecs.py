@@ -15,7 +15,7 @@ from typing import Any
 
 from dwgf.pipeline.layout import Layout
 from dwgf.pipeline.targets import SuiteFiles
-from dwgf.pipeline.variants import Suite, format_value, resolve_ids
+from dwgf.pipeline.variants import COMPOSITE_SOURCE, Suite, format_value, resolve_ids
 
 
 class JobSpecs:
@@ -46,19 +46,24 @@ class JobSpecs:
 
     def acquire_spec(self) -> dict[str, Any]:
         data = self.suite.spec["data"]
-        return {
-            **self.base_spec(),
-            "source": dict(data["source"]),
-            "ids": self.suite.ids,
-        }
+        spec = {**self.base_spec(), "source": dict(data["source"]), "ids": self.suite.ids}
+        if self.suite.images_need_prior:
+            spec["dtype"] = self.suite.spec["dtype"]  # the prior is loaded in the suite's dtype to sample D(z)
+        return spec
 
     def prior_spec(self) -> dict[str, Any]:
         prior = dict(self.suite.spec["prior"])
         device, dtype = self.suite.spec["device"], self.suite.spec["dtype"]
         spec = {**self.base_spec(), "device": device, "dtype": dtype, "prior": prior}
         if prior["kind"] == "gaussian_mixture":
-            spec["held_out_ids"] = self.suite.ids  # test crops (and crops overlapping them) are excluded from the fit
-            spec["held_out_source"] = dict(self.suite.spec["data"]["source"])  # bundled crops, or the user's images
+            source = self.suite.spec["data"]["source"]
+            if source["kind"] == COMPOSITE_SOURCE:
+                # only bundled crops can overlap the training crops; prior samples and textures are not crops
+                spec["held_out_ids"] = self.suite.ids_of_kind("bundled")
+                spec["held_out_source"] = {"kind": "bundled"}
+            else:
+                spec["held_out_ids"] = self.suite.ids  # test crops (and crops overlapping them) are excluded
+                spec["held_out_source"] = dict(source)  # bundled crops, or the user's images
         return spec
 
     def observe_spec(self, task: str) -> dict[str, Any]:

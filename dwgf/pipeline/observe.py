@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from dwgf.pipeline.arrays import save_npz
-from dwgf.pipeline.images import load_png, save_png
+from dwgf.pipeline.images import load_image, save_png
 from dwgf.pipeline.layout import suite_path
 from dwgf.pipeline.records import read_step_record, require, resolve
 from dwgf.provenance import Recorder, relative_to_root
@@ -85,7 +85,7 @@ def observe(
         if image_id not in images:
             raise ValueError(f"image id {image_id!r} is not in {images_record}; re-run `dwgf acquire-images`")
         source = resolve(root, images[image_id])
-        x = load_png(source, image_size=size).unsqueeze(0)
+        x = load_image(source, image_size=size).unsqueeze(0)
         y_clean, y = measure(operator, x, float(task["sigma_y"]), seeds[image_id])
         npz = save_npz(
             folder / f"{image_id}.npz",

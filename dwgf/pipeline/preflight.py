@@ -175,8 +175,9 @@ def _bundled_id_error(image_id: str, size: int) -> str | None:
 def check_bundled_ids(plan: Suite) -> None:
     size = plan.spec["image_size"]
     sets: list[tuple[str, Any]] = []
-    if plan.spec["data"]["source"]["kind"] == "bundled":
-        sets.append((_where(plan, "data", "ids"), plan.spec["data"]["ids"]))
+    for name, part in plan.image_sets.items():
+        if part["source"]["kind"] == "bundled":
+            sets.append((plan._where_ids(name), part["ids"]))
     reference = plan.reference
     if reference and reference["source"]["kind"] == "bundled" and isinstance(reference["ids"], list):
         sets.append((_where(plan, "metrics", "set_level", "reference", "ids"), reference["ids"]))

@@ -167,7 +167,7 @@ def restore_grid(
     import numpy as np
     import torch
 
-    from dwgf.pipeline.images import to_uint8
+    from dwgf.pipeline.images import display_uint8, to_uint8
     from dwgf.pipeline.records import read_step_record, resolve
     from dwgf.reporting.qualitative import LINEAR_DECODER_NOTE, exact_posterior_panels
 
@@ -175,7 +175,7 @@ def restore_grid(
     observation = read_step_record(observations_record, "observe")["extra"]["images"][image_id]
     entry = read_step_record(shard_record, "solve")["extra"]["images"][image_id]
     panels: list[tuple[str, np.ndarray | None]] = [
-        ("input", _rgb(resolve(root, images[image_id]))),
+        ("input", display_uint8(resolve(root, images[image_id]))),
         ("observation", _rgb(resolve(root, observation["png"]))),
     ]
     inputs = [images_record, observations_record, shard_record, prior_record]

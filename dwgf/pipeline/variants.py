@@ -51,6 +51,48 @@ def resolve_ids(ids: list[str] | dict[str, int]) -> list[str]:
     return list(ids)
 
 
+#: ``data.source.kind`` of a composite data source: named image sets, each with its own source and ids.
+COMPOSITE_SOURCE = "sets"
+#: The image set of every image of a single (non-composite) data source (the ``image_set`` metrics column).
+DEFAULT_IMAGE_SET = "test"
+#: Sources whose pixels are made on this machine from the id (and, for prior samples, the fitted prior): the
+#: kinds a composite source may combine. ``prior_samples`` needs the test-bed prior (``gaussian_mixture``).
+GENERATED_KINDS = ("bundled", "prior_samples", "textures")
+
+
+def image_sets(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{set name: {"source": ..., "ids": [...]}}`` of a ``data`` block (or an ``acquire-images`` spec).
+
+    A composite source (``source: {kind: sets, sets: [{name, source, ids}, ...]}``) gives its named sets in list
+    order (a list, not a mapping: the order decides the suite's id order, hence the ablations' first images and
+    the shards, and must survive a JSON round trip with sorted keys); any other source is one set named
+    :data:`DEFAULT_IMAGE_SET` with ``data.ids``.
+    """
+    source = data["source"]
+    if source["kind"] == COMPOSITE_SOURCE:
+        sets: dict[str, dict[str, Any]] = {}
+        for part in source["sets"]:
+            if part["name"] in sets:
+                raise ConfigError(f"config key 'data.source.sets': set name {part['name']!r} is used twice")
+            sets[part["name"]] = {"source": dict(part["source"]), "ids": resolve_ids(part["ids"]), "index": len(sets)}
+        return sets
+    return {DEFAULT_IMAGE_SET: {"source": dict(source), "ids": resolve_ids(data["ids"])}}
+
+
+def image_set_of(sets: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """``{image id: set name}``; ``ConfigError`` when an id is in two sets (ids name files and rows: unique)."""
+    owner: dict[str, str] = {}
+    for name, part in sets.items():
+        for image_id in part["ids"]:
+            if image_id in owner:
+                raise ConfigError(
+                    f"config key 'data.source.sets': image id {image_id!r} is in sets {owner[image_id]!r} and "
+                    f"{name!r}; every id must be unique across the sets"
+                )
+            owner[image_id] = name
+    return owner
+
+
 @dataclass(frozen=True)
 class Ablation:
     name: str
@@ -89,11 +131,14 @@ class Suite:
         self.suite = suite
         self.spec: dict[str, Any] = config["suites"][suite]
         self.root = str(PurePosixPath(config["results"]) / suite)
-        self.ids = resolve_ids(self.spec["data"]["ids"])
+        self.image_sets = image_sets(self.spec["data"])
+        self.image_set_of = image_set_of(self.image_sets)
+        self.ids = list(self.image_set_of)
         self.tasks = list(self.spec["tasks"])
         self.methods = list(self.spec["methods"])
         self.ablations = self._parse_ablations()
         self._check_methods()
+        self._check_generated_ids()
         self._check_reference()
         self._variant_table = self._build_variants()
 
@@ -120,6 +165,40 @@ class Suite:
                         f"this suite; tasks are {self.tasks}"
                     )
 
+    def _where_ids(self, set_name: str) -> str:
+        if self.spec["data"]["source"]["kind"] == COMPOSITE_SOURCE:
+            return self._where("data", "source", f"sets[{self.image_sets[set_name]['index']}]", "ids")
+        return self._where("data", "ids")
+
+    def _check_generated_ids(self) -> None:
+        """Prior samples need the test-bed prior; prior-sample and texture ids must follow their grammar."""
+        from dwgf.data.prior_samples import parse_prior_sample_id
+        from dwgf.data.textures import parse_texture_id
+
+        parsers = {"prior_samples": parse_prior_sample_id, "textures": parse_texture_id}
+        for name, part in self.image_sets.items():
+            kind = part["source"]["kind"]
+            if kind == "prior_samples" and self.spec["prior"]["kind"] != "gaussian_mixture":
+                raise ConfigError(
+                    f"config key {self._where_ids(name)!r}: a prior_samples source draws x = D(z), z ~ p_0 from the "
+                    f"fitted test-bed prior (prior.kind gaussian_mixture), but this suite's prior is "
+                    f"{self.spec['prior']['kind']!r}; use bundled crops or your own images instead"
+                )
+            for index, image_id in enumerate(part["ids"] if kind in parsers else []):
+                try:
+                    parsers[kind](image_id)
+                except ValueError as error:
+                    raise ConfigError(f"config key '{self._where_ids(name)}[{index}]': {error}") from None
+
+    def ids_of_kind(self, kind: str) -> list[str]:
+        """The suite's image ids whose set's source is ``kind`` (in suite order)."""
+        return [i for name, part in self.image_sets.items() if part["source"]["kind"] == kind for i in part["ids"]]
+
+    @property
+    def images_need_prior(self) -> bool:
+        """True when ``acquire-images`` samples ground truths from the fitted prior (rule input ``prior``)."""
+        return bool(self.ids_of_kind("prior_samples"))
+
     def check_data(self) -> None:
         """For the test-bed prior with a folder / archive source, check that every ``data.ids`` entry is one of the
         user's image files (its name without extension); bundled ids are checked by
@@ -128,7 +207,7 @@ class Suite:
         source, where = self.spec["data"]["source"], self._where("data", "ids")
         if self.spec["prior"]["kind"] != "gaussian_mixture":
             return
-        if source["kind"] == "bundled":
+        if source["kind"] in GENERATED_KINDS or source["kind"] == COMPOSITE_SOURCE:
             from dwgf.pipeline.preflight import check_bundled_ids  # imports this module: import here
 
             check_bundled_ids(self)
@@ -357,8 +436,12 @@ class Suite:
         return shards, sets
 
     def qualitative_ids(self) -> list[str]:
-        """The images shown in the qualitative grids (the first ``report.qualitative_images`` ids)."""
-        return self.ids[: min((self.spec.get("report") or {}).get("qualitative_images", 4), len(self.ids))]
+        """The images shown in the qualitative grids: the first ``report.qualitative_images`` ids, taken in turn
+        from each image set (the first of every set, then the second, ...) so that every set is shown."""
+        count = min((self.spec.get("report") or {}).get("qualitative_images", 4), len(self.ids))
+        columns = [part["ids"] for part in self.image_sets.values()]
+        in_turn = [ids[k] for k in range(max(map(len, columns))) for ids in columns if k < len(ids)]
+        return in_turn[:count]
 
     @property
     def metrics_jobs(self) -> str:

@@ -55,6 +55,7 @@ def qualitative_grid(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from dwgf.pipeline.images import display_uint8
     from dwgf.provenance import Recorder
 
     if task not in spec["tasks"]:
@@ -90,7 +91,7 @@ def qualitative_grid(
     fig, axes = plt.subplots(len(ids), len(columns), figsize=(1.25 * len(columns), height), squeeze=False)
     for r, image_id in enumerate(ids):
         panels: list[tuple[np.ndarray | None, str]] = [
-            (_read_rgb(resolve(root, images[image_id])), ""),
+            (display_uint8(resolve(root, images[image_id])), ""),
             (_read_rgb(resolve(root, observations[image_id]["png"])), ""),
         ]
         if testbed:

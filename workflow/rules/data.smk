@@ -1,18 +1,25 @@
 # Steps 1-3: test images, prior, observations.
 
+import shlex
 
+
+# A prior_samples data source draws its ground truths from the fitted prior: then this rule reads the prior.
 rule acquire_images:
+    input:
+        prior=[PLAN.path("prior")] if PLAN.images_need_prior else [],
     output:
         PLAN.path("images_manifest"),
     params:
         spec=spec(PLAN.acquire_spec),
         root=R,
+        prior=lambda wc, input: f"--prior {shlex.quote(input.prior[0])}" if input.prior else "",
     log:
         PLAN.log("acquire_images", "acquire_images"),
     benchmark:
         PLAN.benchmark("acquire_images", "acquire_images")
     shell:
-        "dwgf acquire-images --spec {params.spec:q} --root {params.root:q} --out {output:q} > {log:q} 2>&1"
+        "dwgf acquire-images --spec {params.spec:q} --root {params.root:q} {params.prior} --out {output:q}"
+        " > {log:q} 2>&1"
 
 
 if PLAN.spec["prior"]["kind"] == "gaussian_mixture":
