@@ -52,6 +52,16 @@ CANDIDATES: dict[str, dict] = {
     },
     "kinetic_h04": {**LANGEVIN, "lr": 0.4, "langevin_friction": 0.1, "langevin_probes": 64},
     "kinetic_h04_g05": {**LANGEVIN, "lr": 0.4, "langevin_friction": 0.05, "langevin_probes": 64},
+    "kinetic_g003": {**LANGEVIN, "lr": 0.5, "langevin_friction": 0.03, "langevin_probes": 64},
+    "kinetic_t200": {**LANGEVIN, "lr": 0.5, "langevin_friction": 0.1, "langevin_probes": 64, "langevin_t_max": 200},
+    "kinetic_t200_g03": {
+        **LANGEVIN,
+        "lr": 0.5,
+        "langevin_friction": 0.03,
+        "langevin_probes": 64,
+        "langevin_t_max": 200,
+    },
+    "kinetic_t50": {**LANGEVIN, "lr": 0.5, "langevin_friction": 0.1, "langevin_probes": 64, "langevin_t_max": 50},
     "kinetic_h04_c01": {
         **LANGEVIN,
         "lr": 0.4,
