@@ -14,7 +14,7 @@ Observations and solve seeds are those of ``dwgf testbed-compare --regimes prior
 measurement seeds, same per-image solve seed for a method name), so the ``dwgf`` / ``dwgf_bayes`` rows are its
 rows at ``--sigma-dec 0``.
 
-    nice python benchmarks/finding_search.py --steps 998 --candidates dwgf,dwgf_bayes,langevin --csv out.csv
+    nice python benchmarks/finding_search.py --steps 998 --candidates dwgf,dwgf_bayes,dwgf_langevin --csv out.csv
 """
 
 from __future__ import annotations
@@ -27,13 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-#: Candidates: name -> DWGF hyper-parameters (on top of the official defaults). ``dwgf`` / ``dwgf_bayes`` are the
-#: research suite's rows (config.yaml); the ``langevin*`` rows are the Langevin variant (docs/method.md#dwgf).
-BAYES = {"likelihood_std": 0.001, "gamma": 1.0, "kappa": 0.0, "sigma_dec": 0.0}
+#: Exploratory candidates: name -> DWGF hyper-parameters (on top of the official defaults); the ``langevin`` /
+#: ``kinetic*`` rows are the Langevin variant (docs/method.md#dwgf). A name that is a method of the suite (``dwgf``,
+#: ``dwgf_bayes``, ``dwgf_langevin`` of ``research``) is solved with the suite's own settings for the task instead.
 LANGEVIN = {"likelihood_std": 0.001, "kappa": 0.0, "sigma_dec": 0.0, "langevin": True}
 CANDIDATES: dict[str, dict] = {
-    "dwgf": {"lr": 0.2},
-    "dwgf_bayes": {**BAYES, "lr": 1.0, "lr_schedule": "cosine", "lr_floor": 0.01},
     "langevin": {**LANGEVIN, "lr": 0.3},
     "kinetic": {**LANGEVIN, "lr": 0.7, "langevin_friction": 0.1, "langevin_probes": 64},
     "kinetic_c01": {
@@ -75,7 +73,7 @@ CANDIDATES: dict[str, dict] = {
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", default="research")
-    parser.add_argument("--candidates", default=",".join(CANDIDATES))
+    parser.add_argument("--candidates", default="dwgf,dwgf_bayes,dwgf_langevin")
     parser.add_argument("--tasks", default="box,sr8")
     parser.add_argument("--n-images", type=int, default=2)
     parser.add_argument("--n-particles", type=int, default=4)
@@ -87,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
     import torch
 
-    from dwgf.cli.compare import _metrics, ground_truths, load_or_fit_prior, suite_plan
+    from dwgf.cli.compare import _metrics, ground_truths, load_or_fit_prior, settings_for, suite_plan
     from dwgf.pipeline.observe import build_operator, measure, observation_seed
     from dwgf.pipeline.solve import solve_seed
     from dwgf.seeding import derive_seed, make_generator
@@ -121,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                 make_generator(solve_seed(seed, name, task, "testbed-compare-prior", image_id)) for image_id in ids
             ]
             start = time.process_time()
-            results = solve(prior, operator, y_batch, n, generators, n_steps=args.steps, progress=False,
-                            **CANDIDATES[name])  # fmt: skip
+            hyper = settings_for(plan, name, task)[2] if name in plan.methods else CANDIDATES[name]
+            results = solve(prior, operator, y_batch, n, generators, n_steps=args.steps, progress=False, **hyper)
             cpu = (time.process_time() - start) / len(ids)
             for k, result in enumerate(results):
                 row = {"task": task, "method": name, "image_id": ids[k], "cpu_s": cpu, "status": result.status,

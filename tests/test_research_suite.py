@@ -63,7 +63,7 @@ def test_method_without_solver_key_is_still_refused():
 
 @pytest.mark.slow
 def test_research_smoke_runs_through_the_dag(tmp_path):
-    """~80 CPU-s: the smoke slice (2 images, box + SR x32, DWGF and two named variants) end to end."""
+    """~80 CPU-s: the smoke slice (2 images, box + SR x32, DWGF and three named variants) end to end."""
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--configfile",
                str(REPO / "config.yaml"), "-c", "2", "--config", "suite=research_smoke",
                f"results={tmp_path}"]  # fmt: skip
@@ -72,10 +72,10 @@ def test_research_smoke_runs_through_the_dag(tmp_path):
     from dwgf.metrics.schema import read_metrics
 
     df = read_metrics(tmp_path / "research_smoke" / "metrics.parquet")
-    assert set(df["method"]) == {"dwgf", "dwgf_svgd", "dwgf_bayes"}
+    assert set(df["method"]) == {"dwgf", "dwgf_svgd", "dwgf_bayes", "dwgf_langevin"}
     for metric in ("mode_coverage", "posterior_weight_entropy", "calibration_ratio", "spread_ratio"):
         rows = df[(df.metric == metric) & (df.status == "ok")]
-        assert set(rows["method"]) == {"dwgf", "dwgf_svgd", "dwgf_bayes"}, metric
+        assert set(rows["method"]) == {"dwgf", "dwgf_svgd", "dwgf_bayes", "dwgf_langevin"}, metric
     record = json.loads(
         next(
             (tmp_path / "research_smoke" / "solve" / "dwgf_svgd" / "box" / "main").glob("shard-*.prov.json")
