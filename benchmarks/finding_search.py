@@ -70,6 +70,22 @@ CANDIDATES: dict[str, dict] = {
 }
 
 
+def conditioning(posterior) -> dict[str, float]:
+    """Spectrum of the exact posterior precision H = C^-1 of the dominant component: its condition number and that
+    of D^-1/2 H D^-1/2 (D = diag H: what a perfect diagonal preconditioner leaves; a first-order sampler needs
+    ~ that many steps per e-fold of its slowest direction, a kinetic one ~ its square root)."""
+    import torch
+
+    k = int(posterior.weights.argmax())
+    precision = torch.linalg.inv(posterior.covariances[k])
+    scale = precision.diagonal().rsqrt()
+    jacobi = torch.linalg.eigvalsh(scale[:, None] * precision * scale[None, :])
+    spectrum = torch.linalg.eigvalsh(precision)
+    return {"weight": float(posterior.weights[k]), "cond H": float(spectrum[-1] / spectrum[0]),
+            "cond Jacobi": float(jacobi[-1] / jacobi[0]), "Jacobi min": float(jacobi[0]),
+            "Jacobi max": float(jacobi[-1])}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", default="research")
@@ -80,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=998)
     parser.add_argument("--sigma-dec", type=float, default=0.0, help="decoder noise of the exact-posterior model")
     parser.add_argument("--csv", default=None)
+    parser.add_argument(
+        "--conditioning",
+        action="store_true",
+        help="also print the condition number of the exact "
+        "posterior precision (dominant component) and of its Jacobi-scaled form, per task and image",
+    )
     args = parser.parse_args(argv)
 
     import pandas as pd
@@ -113,8 +135,12 @@ def main(argv: list[str] | None = None) -> int:
             for name, particles in (("exact_mean", posteriors[k].mean_image), ("exact_samples", exact)):
                 rows.append({"task": task, "method": name, "image_id": image_id,
                              **_metrics(particles, images[k : k + 1], posteriors[k])})  # fmt: skip
+        if args.conditioning:
+            for k, posterior in enumerate(posteriors):
+                print(f"{task} {ids[k]}: " + ", ".join(f"{key} {value:.3g}" for key, value in
+                                                       conditioning(posterior).items()))  # fmt: skip
         y_batch = torch.cat(ys)
-        for name in args.candidates.split(","):
+        for name in [c for c in args.candidates.split(",") if c]:
             generators = [
                 make_generator(solve_seed(seed, name, task, "testbed-compare-prior", image_id)) for image_id in ids
             ]
