@@ -18,8 +18,9 @@ Model (latent dimension d = latent_channels · (image_size / 8)², laid out (c, 
   ``eps(z_t, t) = −√(1−ā) ∇ log p_t(z_t)`` (the convention of :mod:`dwgf.priors.base`).
 
 With Σ_k = U_k Λ_k U_kᵀ (one eigendecomposition per component, done once),
-ā Σ_k + (1−ā) I = U_k (ā Λ_k + (1−ā)) U_kᵀ, so each component's density and score cost two
-matrix–vector products. All mixture arithmetic runs in float64 and is cast back to the caller's dtype.
+ā Σ_k + (1−ā) I = U_k (ā Λ_k + (1−ā)) U_kᵀ is a diagonal rescale in component k's fixed eigenbasis, so ``eps``
+costs two products per image with the stacked basis [U_1 ... U_K] (d × K d, no per-step factorisation and no
+loop over components). All mixture arithmetic runs in float64 and is cast back to the caller's dtype.
 
 The exact posterior for y = A D(z) + noise is :meth:`GaussianMixturePrior.posterior`
 (:class:`GaussianMixturePosterior`).
@@ -217,11 +218,15 @@ class GaussianMixturePrior(LatentPrior):
         self._W = master["decoder.W"].to(device, dtype)
         self._s = master["decoder.s"].to(device, dtype)
         self._b = master["decoder.b"].to(device, dtype)
+        K, d = self._eigvecs.shape[0], self.latent_dim
+        # Uᵀ (K d, d) with U = [U_1 ... U_K] (d, K d): z ↦ z U gives every U_kᵀ z in one product; U_kᵀ μ_k is
+        # precomputed once.
+        eigvecs_cat = self._eigvecs.permute(1, 0, 2).reshape(d, K * d)
         self._mix = {
             "log_weights": master["mixture.weights"].log().to(device),
-            "means": master["mixture.means"].to(device),
             "eigvals": self._eigvals.to(device),
-            "eigvecs": self._eigvecs.to(device),
+            "eigvecs_cat_t": eigvecs_cat.T.contiguous().to(device),
+            "projected_means": (self._eigvecs.mT @ master["mixture.means"][:, :, None])[:, :, 0].to(device),
         }
         return self
 
@@ -259,7 +264,7 @@ class GaussianMixturePrior(LatentPrior):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """D(z) = W diag(s) z + b, as images (B, 3, H, W) in the prior's dtype; differentiable in z."""
         flat = self._flat_latent(z, "z").to(self._device, self._dtype)
-        x = self._per_image_matmul(flat * self._s, self._W.T) + self._b
+        x = self._row_product(flat * self._s, self._W, transposed=True) + self._b
         return x.reshape(z.shape[0], 3, self.image_size, self.image_size)
 
     def encode(self, x: torch.Tensor, generator: torch.Generator | None = None, sample: bool = True) -> torch.Tensor:
@@ -268,7 +273,7 @@ class GaussianMixturePrior(LatentPrior):
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"x must have shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
         flat = x.reshape(x.shape[0], -1).to(self._device, self._dtype)
-        z = self._per_image_matmul(flat - self._b, self._W) / self._s
+        z = self._row_product(flat - self._b, self._W, transposed=False) / self._s
         if sample and self.sigma_enc > 0:
             if generator is None:
                 raise ValueError("encode(sample=True) with sigma_enc > 0 needs an explicit torch.Generator `generator`")
@@ -298,16 +303,14 @@ class GaussianMixturePrior(LatentPrior):
         n = self._rows_per_image
         return rows // n if n and rows % n == 0 else 1
 
-    def _per_image_matmul(self, flat: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """``flat @ weight`` computed as one batched product with one entry per image (:meth:`rows_per_image`).
+    def _row_product(self, rows: torch.Tensor, matrix: torch.Tensor, transposed: bool) -> torch.Tensor:
+        """``rows @ matrix.T`` (``transposed``) or ``rows @ matrix``, one product per image (:meth:`rows_per_image`).
 
-        Every image's rows then go through a product of the same shape whatever the batch, so its values do not
-        depend on the other images (a single product over all rows picks BLAS kernels by the total row count:
-        measured on MKL, 1-3 rows round differently from 4 or more).
+        Every image's rows go through a product of the same shape whatever the batch, so its values do not depend
+        on the other images (a single product over all rows picks BLAS kernels by the total row count: measured on
+        MKL, 1-3 rows round differently from 4 or more). Differentiable in ``rows`` (:class:`_RowProduct`).
         """
-        groups = self._image_groups(flat.shape[0])
-        product = torch.bmm(flat.reshape(groups, -1, flat.shape[1]), weight.expand(groups, *weight.shape))
-        return product.reshape(flat.shape[0], weight.shape[1])
+        return _RowProduct.apply(rows, matrix, transposed, self._image_groups(rows.shape[0]))
 
     # -- noised mixture ----------------------------------------------------------------------------
     def _abar(self, t: int | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
@@ -327,70 +330,52 @@ class GaussianMixturePrior(LatentPrior):
             raise ValueError(f"timesteps t must lie in [0, {T}), got {steps.unique().tolist()}")
         return self._alphas_cumprod[steps].to(device)
 
-    def _noised_terms(self, z: torch.Tensor, abar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """For flat float64 z (B, d): log π_k N_k(z) up to a constant, (B, K), and C_k⁻¹ (z − m_k), (B, K, d).
+    def _noised_terms(self, z: torch.Tensor, abar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For flat float64 z (B, d): log π_k N_k(z) up to a constant (B, K), U_kᵀ (z − m_k) and its variances.
+
+        The last two are (B, K, d): the coordinates of z − m_k in component k's eigenbasis and ā λ_k + 1 − ā.
 
         N_k = N(m_k, C_k) with m_k = √ā μ_k and C_k = ā Σ_k + (1−ā) I = U_k diag(ā λ_k + 1 − ā) U_kᵀ; the
-        dropped constant −d/2 log 2π is shared by all k.
+        dropped constant −d/2 log 2π is shared by all k. U_kᵀ (z − m_k) = U_kᵀ z − √ā U_kᵀ μ_k: all K products
+        U_kᵀ z are one product z [U_1 ... U_K] per image, and U_kᵀ μ_k is precomputed (no loop over components).
         """
         mix = self._mix
-        diff = z[:, None, :] - abar.sqrt()[:, None, None] * mix["means"][None]
-        proj = self._per_component(diff, transpose=False)  # U_kᵀ (z − m_k)
+        rows, d = z.shape
+        projected = self._row_product(z, mix["eigvecs_cat_t"], transposed=True).reshape(rows, -1, d)
+        proj = projected - abar.sqrt()[:, None, None] * mix["projected_means"][None]  # U_kᵀ (z − m_k)
         var = abar[:, None, None] * mix["eigvals"][None] + (1.0 - abar)[:, None, None]
         log_joint = mix["log_weights"][None] - 0.5 * ((proj**2 / var).sum(-1) + var.log().sum(-1))
-        precision_diff = self._per_component(proj / var, transpose=True)  # U_k diag(1/var) U_kᵀ (z − m_k)
-        return log_joint, precision_diff
-
-    def _per_component(self, v: torch.Tensor, transpose: bool) -> torch.Tensor:
-        """For v (B, K, d): out[b, k] = v[b, k] @ U_k (``transpose=False``: U_kᵀ v) or v[b, k] @ U_kᵀ (U_k v).
-
-        One batched product over (component, image) pairs, each image's rows an entry of its own
-        (:meth:`_per_image_matmul` says why); no Python loop over components.
-        """
-        rows, k, d = v.shape
-        groups = self._image_groups(rows)
-        eigvecs = self._eigvecs_per_image(groups)
-        if transpose:
-            eigvecs = eigvecs.mT
-        blocks = v.reshape(groups, rows // groups, k, d).permute(2, 0, 1, 3).reshape(k * groups, rows // groups, d)
-        out = torch.bmm(blocks, eigvecs)
-        return out.reshape(k, groups, rows // groups, d).permute(1, 2, 0, 3).reshape(rows, k, d)
-
-    def _eigvecs_per_image(self, groups: int) -> torch.Tensor:
-        """U_k repeated per image, (K * groups, d, d), component-major; cached per group count.
-
-        Every copy has the column-major layout ``eigh`` returns, whatever ``groups`` is: the BLAS kernel (and so
-        the rounding) depends on the operands' layout, which must not change with the number of images.
-        """
-        cache = self._mix.setdefault("eigvecs_per_image", {})
-        if groups not in cache:
-            cache[groups] = self._mix["eigvecs"].mT.contiguous().repeat_interleave(groups, dim=0).mT
-        return cache[groups]
+        return log_joint, proj, var
 
     def eps(self, z_t: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
         """Exact ε(z_t, t) = −√(1−ā_t) ∇ log p_t(z_t) = √(1−ā_t) Σ_k r_k(z_t) C_k⁻¹ (z_t − √ā_t μ_k).
 
         C_k = ā_t Σ_k + (1−ā_t) I; r_k are the responsibilities of the noised components (softmax over k,
-        float64). Returns z_t's dtype and device.
+        float64). Returns z_t's dtype and device. With v_k = r_k diag(1/var_k) U_kᵀ (z_t − √ā_t μ_k) stacked
+        into (K d,), Σ_k U_k v_k = [U_1 ... U_K] v is one product per image.
         """
         flat = self._flat_latent(z_t, "z_t").to(self._device, torch.float64)
         abar = self._abar(t, flat.shape[0], self._device)
-        log_joint, precision_diff = self._noised_terms(flat, abar)
+        # 1. Noised component terms in each component's eigenbasis.
+        log_joint, proj, var = self._noised_terms(flat, abar)
+        # 2. Responsibilities, then Σ_k r_k C_k⁻¹ (z_t − m_k) back in the latent basis.
         responsibilities = torch.softmax(log_joint, dim=1)
-        eps = (1.0 - abar).sqrt()[:, None] * (responsibilities[:, :, None] * precision_diff).sum(1)
+        weighted = (responsibilities[:, :, None] * proj / var).reshape(flat.shape[0], -1)
+        mix = self._mix
+        eps = (1.0 - abar).sqrt()[:, None] * self._row_product(weighted, mix["eigvecs_cat_t"], transposed=False)
         return eps.reshape(z_t.shape).to(z_t.device, z_t.dtype)
 
     def log_prob(self, z: torch.Tensor, t: int | torch.Tensor = 0) -> torch.Tensor:
         """log p_t(z) (normalised; t = 0 gives ā_0 ≈ 0.99915, not the clean prior exactly), float64 (B,)."""
         flat = self._flat_latent(z, "z").to(self._device, torch.float64)
         abar = self._abar(t, flat.shape[0], self._device)
-        log_joint, _ = self._noised_terms(flat, abar)
+        log_joint, _, _ = self._noised_terms(flat, abar)
         return torch.logsumexp(log_joint, dim=1) - 0.5 * self.latent_dim * _LOG_2PI
 
     def log_prob_clean(self, z: torch.Tensor) -> torch.Tensor:
         """log p_0(z) of the fitted (un-noised) mixture, float64 (B,)."""
         flat = self._flat_latent(z, "z").to(self._device, torch.float64)
-        log_joint, _ = self._noised_terms(flat, torch.ones(flat.shape[0], dtype=torch.float64, device=self._device))
+        log_joint, _, _ = self._noised_terms(flat, torch.ones(flat.shape[0], dtype=torch.float64, device=self._device))
         return torch.logsumexp(log_joint, dim=1) - 0.5 * self.latent_dim * _LOG_2PI
 
     def sample_prior(self, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -794,6 +779,41 @@ def _fit_min_size(mixture: Any, codes: Any, min_size: int) -> tuple[Any, dict[st
     if (_hard_counts(mixture, codes) < min_size).any():
         raise RuntimeError(f"min_component_size={min_size}: could not make every component that large ({record})")
     return mixture, record
+
+
+class _RowProduct(torch.autograd.Function):
+    """``rows @ matrix.T`` (``transposed``) or ``rows @ matrix`` as ``groups`` equal blocks of rows, one product each.
+
+    The backward (in ``rows`` only; the matrix is a constant) is the other product with the same matrix: the
+    gradient of rows ↦ rows Mᵀ is grad ↦ grad M and vice versa. Written out because autograd's own backward of
+    the forward ``bmm`` runs it in a layout that MKL computes up to ~10x slower for a few rows per image.
+    """
+
+    @staticmethod
+    def forward(ctx, rows, matrix, transposed, groups):  # noqa: D102 (the class docstring)
+        ctx.matrix, ctx.transposed, ctx.groups = matrix, transposed, groups
+        return _grouped_product(rows, matrix, transposed, groups)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):  # noqa: D102
+        return _grouped_product(grad, ctx.matrix, not ctx.transposed, ctx.groups), None, None, None
+
+
+def _grouped_product(rows: torch.Tensor, matrix: torch.Tensor, transposed: bool, groups: int) -> torch.Tensor:
+    """``rows @ matrix.T`` or ``rows @ matrix`` for rows (R, in) and a contiguous matrix, per block of R / groups rows.
+
+    ``rows @ matrix.T`` runs as (matrix @ blockᵀ)ᵀ: for a few rows MKL is 2-3x faster with the long matrix on the
+    left in its row-major layout than with ``matrix.T`` on the right (benchmarks/testbed_step_cost.py).
+    """
+    blocks = rows.contiguous().reshape(groups, rows.shape[0] // groups, rows.shape[1])
+    if transposed:
+        product = torch.bmm(matrix.expand(groups, *matrix.shape), blocks.mT).mT
+    else:
+        product = torch.bmm(blocks, matrix.expand(groups, *matrix.shape))
+    # Always row-major: for one block the transposed product would reshape to a column-major view, and later
+    # reductions over it would then sum in another order than in a batch (an image's bits would depend on B).
+    return product.reshape(rows.shape[0], product.shape[-1]).contiguous()
 
 
 def _sample_mixture(
