@@ -557,7 +557,8 @@ def langevin_solve(
 
     The Wasserstein gradient flow of KL(q | pi) is the Fokker-Planck equation of the Langevin diffusion
     dz = grad log pi(z) dt + sqrt(2) dW; its particles need no KDE (with N = 4 in d = 256 the KDE no longer
-    interacts late in the flow, docs/findings.md, so DWGF has no entropy term there). Target at step t (999 -> 2):
+    interacts late in the flow, docs/findings.md, so DWGF has no entropy term there). Target at step t
+    (``langevin_t_max`` -> 2, :func:`langevin_timesteps`):
 
         pi_t(z) ∝ p(y | z) p_t(sqrt(abar_t) z),   -log p(y | z) = sum ||y - A D(z)||^2 / (2 sigma^2),
 
@@ -580,7 +581,8 @@ def langevin_solve(
        q <- (1 - gamma h) q sqrt(G / G_prev) - h G g + sqrt(2 gamma h G) xi, z <- z + h q (the factor keeps q at
        its temperature N(0, G) when the preconditioner changes between steps), whose stationary law is
        pi_t(z) N(q; 0, G); it mixes the slowest direction (curvature lambda_min of G H) in ~ 1 / sqrt(lambda_min)
-       time units instead of 1 / lambda_min (docs/findings.md: ~443 on the box, 3e4 on SR x8).
+       time units instead of 1 / lambda_min (1 / lambda_min = the Jacobi condition number for h lambda_max ~ 1:
+       ~443 on the box, 3.3e4 on SR x8, docs/findings.md).
 
     Random draws per image and step, in order: the probe(s) r, then xi (after the initial latents N(0, I)). A
     non-finite gradient or decode freezes the image (status "diverged"), as in :func:`solve`.
