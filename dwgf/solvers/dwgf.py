@@ -442,14 +442,14 @@ def solve(
     b = len(generators)
     latent_shape = check_problem(prior, operator, y, n_particles, b)
     hp = resolve_hyper(hyper)
-    timesteps = make_timesteps(n_steps)
+    # the Langevin variant may take more steps than timesteps (t repeats); DWGF's loop may not
+    timesteps = langevin_timesteps(n_steps, int(hp["langevin_t_max"])) if hp["langevin"] else make_timesteps(n_steps)
     device, model_dtype = prior.device, prior.dtype
     dtype = torch.promote_types(model_dtype, torch.float32)
     if float(hp["lr"]) > torch.finfo(dtype).max:
         raise ValueError(f"DWGF hyper-parameter 'lr'={hp['lr']!r} is not representable in the latent dtype {dtype}")
     n = n_particles
     if hp["langevin"]:
-        timesteps = langevin_timesteps(n_steps, int(hp["langevin_t_max"]))
         return langevin_solve(prior, operator, y, n, generators, hp, latent_shape, timesteps, n_steps, progress, single)
     d_z, d_x, d_y = math.prod(latent_shape), math.prod(operator.x_shape), operator.measurement_dim
     norm = term_normalisers(n, d_z, d_x, d_y)
@@ -530,12 +530,12 @@ def solve(
 
 def langevin_timesteps(n_steps: int, t_max: int) -> list[int]:
     """t falling linearly from ``t_max`` to 2 over ``n_steps`` (rounded to integers; repeated when n_steps >
-    t_max - 1). ``t_max=999`` is DWGF's own schedule (:func:`dwgf.solvers.base.make_timesteps`).
+    t_max - 1). ``t_max=999`` with at most 998 steps is DWGF's own schedule (:func:`dwgf.solvers.base.make_timesteps`).
 
-    >>> langevin_timesteps(5, 4), langevin_timesteps(3, 999) == make_timesteps(3)
-    ([4, 4, 3, 2, 2], True)
+    >>> langevin_timesteps(5, 4), langevin_timesteps(3, 999) == make_timesteps(3), len(langevin_timesteps(1200, 999))
+    ([4, 4, 3, 2, 2], True, 1200)
     """
-    if t_max == 999 or n_steps <= t_max - 1:
+    if n_steps <= t_max - 1:
         return make_timesteps(n_steps, t_max=t_max)
     return [round(t_max - (t_max - 2) * k / (n_steps - 1)) for k in range(n_steps)]
 
