@@ -75,16 +75,16 @@ def research_smoke(tmp_path_factory):
 
 @pytest.mark.slow
 def test_research_smoke_runs_through_the_dag(research_smoke):
-    """~100 CPU-s: the smoke slice (one image per set, box + SR x32, DWGF and two named variants) end to end."""
+    """~100 CPU-s: the smoke slice (one image per set, box + SR x32, DWGF and three named variants) end to end."""
     from dwgf.metrics.schema import read_metrics
 
     tmp_path = research_smoke
 
     df = read_metrics(tmp_path / "research_smoke" / "metrics.parquet")
-    assert set(df["method"]) == {"dwgf", "dwgf_svgd", "dwgf_bayes"}
+    assert set(df["method"]) == {"dwgf", "dwgf_svgd", "dwgf_bayes", "dwgf_langevin"}
     for metric in ("mode_coverage", "posterior_weight_entropy", "calibration_ratio", "spread_ratio"):
         rows = df[(df.metric == metric) & (df.status == "ok")]
-        assert set(rows["method"]) == {"dwgf", "dwgf_svgd", "dwgf_bayes"}, metric
+        assert set(rows["method"]) == {"dwgf", "dwgf_svgd", "dwgf_bayes", "dwgf_langevin"}, metric
     record = json.loads(
         next(
             (tmp_path / "research_smoke" / "solve" / "dwgf_svgd" / "box" / "main").glob("shard-*.prov.json")

@@ -348,9 +348,9 @@ def test_paper_dag_builds_without_weights_in_seconds(tmp_path):
     counts = job_stats(result.stdout)
     expected = expected_paper_counts(CONFIG["suites"]["paper"])
     assert counts == {**expected, "total": sum(expected.values())}
-    # 5 methods (the 4 solvers + the dwgf_bayes variant, docs/findings.md) x 2 tasks x 10 shards + 14 ablation
-    # variants x 2 shards
-    assert counts["solve"] == 128
+    # 6 methods (the 4 solvers + the dwgf_bayes and dwgf_langevin variants, docs/findings.md) x 2 tasks x 10
+    # shards + 14 ablation variants x 2 shards
+    assert counts["solve"] == 148
     assert re.search(r"rule solve:.*?resources: [^\n]*gpu=1", result.stdout, re.S)
     assert elapsed < 120, f"paper dry run took {elapsed:.0f} s"
     assert not (tmp_path / "results").exists()  # a dry run writes no results

@@ -86,6 +86,13 @@ def _check_noise_inputs(resolved: dict[str, Any]) -> None:
         raise ValueError("DWGF hyper-parameters 'y_clean' and 'sigma_y' are only used with per_particle_noise=True")
 
 
+#: Values the Langevin variant needs: it has no vjp term and no decoder noise (its target is the posterior itself),
+#: and the KDE / repulsion / noise-draw variants belong to the KDE update it replaces.
+_LANGEVIN_REQUIRES = {"kappa": 0.0, "sigma_dec": 0.0, "svgd_weight": 0.0, "feature_repulsion": 0.0,
+                      "n_noise_draws": 1, "antithetic": False, "shared_noise": False, "control_variate": False,
+                      "kde_weight": 1.0, "kde_bandwidth": 1.0, "per_particle_noise": False}  # fmt: skip
+
+
 def _check_variants(resolved: dict[str, Any]) -> None:
     if resolved["antithetic"] and resolved["control_variate"]:
         raise ValueError(
@@ -94,6 +101,17 @@ def _check_variants(resolved: dict[str, Any]) -> None:
         )
     if resolved["lr_schedule"] == "constant" and resolved["lr_floor"] != 0.0:
         raise ValueError("DWGF hyper-parameter 'lr_floor' needs lr_schedule 'linear' or 'cosine'")
+    if resolved["langevin"]:
+        if resolved["likelihood_std"] is None:
+            raise ValueError(
+                "DWGF langevin=True samples the Bayesian posterior: set 'likelihood_std' (sigma_y of the task)"
+            )
+        clashing = sorted(key for key, value in _LANGEVIN_REQUIRES.items() if resolved[key] != value)
+        if clashing:
+            raise ValueError(
+                f"DWGF langevin=True replaces the KDE/Adam update and targets the posterior itself; hyper-parameters "
+                f"{clashing} do not apply to it (needs {_LANGEVIN_REQUIRES})"
+            )
 
 
 HYPER = HyperSpec(
@@ -156,6 +174,20 @@ HYPER = HyperSpec(
               minimum=0, exclusive_minimum=True, nullable=True),
         Hyper("encoder_sample", "bool", True, "vjp term uses an encoder sample (True, official) or its mean",
               _VARIANT),
+        Hyper("langevin", "bool", False, "entropy by Langevin noise instead of the particle KDE: preconditioned "
+              "annealed Langevin on -log p(y | z) - log p_t(sqrt(abar_t) z) (needs likelihood_std; "
+              ":func:`langevin_solve`)", _VARIANT),
+        Hyper("langevin_prior_precision", "float", 1.0, "c of the prior-curvature bound c / s_t^2 in the "
+              "Langevin preconditioner G = 1 / (diag(J^T A^T A J) / sigma^2 + c / s_t^2)", _VARIANT, minimum=0,
+              exclusive_minimum=True),
+        Hyper("langevin_friction", "float", None, "None: overdamped Langevin; a number gamma: underdamped "
+              "(kinetic) Langevin with friction gamma per unit time, velocity q, mass G^-1", _VARIANT, minimum=0,
+              exclusive_minimum=True, nullable=True),
+        Hyper("langevin_t_max", "int", 999, "first timestep of the Langevin flow: t falls linearly from it to 2 "
+              "over the steps (integer t, repeated when there are more steps than timesteps)", _VARIANT, minimum=2,
+              maximum=999),
+        Hyper("langevin_probes", "int", 16, "Hutchinson probes of the Gauss-Newton diagonal at the first step "
+              "(one per later step)", _VARIANT, minimum=1),
     ],
     checks=[_check_noise_inputs, _check_variants],
 )  # fmt: skip
@@ -405,12 +437,15 @@ def solve(
     b = len(generators)
     latent_shape = check_problem(prior, operator, y, n_particles, b)
     hp = resolve_hyper(hyper)
-    timesteps = make_timesteps(n_steps)
+    # the Langevin variant may take more steps than timesteps (t repeats); DWGF's loop may not
+    timesteps = langevin_timesteps(n_steps, int(hp["langevin_t_max"])) if hp["langevin"] else make_timesteps(n_steps)
     device, model_dtype = prior.device, prior.dtype
     dtype = torch.promote_types(model_dtype, torch.float32)
     if float(hp["lr"]) > torch.finfo(dtype).max:
         raise ValueError(f"DWGF hyper-parameter 'lr'={hp['lr']!r} is not representable in the latent dtype {dtype}")
     n = n_particles
+    if hp["langevin"]:
+        return langevin_solve(prior, operator, y, n, generators, hp, latent_shape, timesteps, n_steps, progress, single)
     d_z, d_x, d_y = math.prod(latent_shape), math.prod(operator.x_shape), operator.measurement_dim
     norm = term_normalisers(n, d_z, d_x, d_y)
     alphas_cumprod = prior.alphas_cumprod
@@ -485,9 +520,159 @@ def solve(
             if mask.all_diverged(step):
                 break
 
-    final_latents = z.detach()
+    return _results(prior, operator, hp, z.detach(), pre_update, mask, history, n, n_steps, timesteps, single)
+
+
+def langevin_timesteps(n_steps: int, t_max: int) -> list[int]:
+    """t falling linearly from ``t_max`` to 2 over ``n_steps`` (rounded to integers; repeated when n_steps >
+    t_max - 1). ``t_max=999`` with at most 998 steps is DWGF's own schedule (:func:`dwgf.solvers.base.make_timesteps`).
+
+    >>> langevin_timesteps(5, 4), langevin_timesteps(3, 999) == make_timesteps(3), len(langevin_timesteps(1200, 999))
+    ([4, 4, 3, 2, 2], True, 1200)
+    """
+    if n_steps <= t_max - 1:
+        return make_timesteps(n_steps, t_max=t_max)
+    return [round(t_max - (t_max - 2) * k / (n_steps - 1)) for k in range(n_steps)]
+
+
+def langevin_solve(
+    prior: LatentPrior,
+    operator: LinearOperator,
+    y: torch.Tensor,
+    n: int,
+    generators: list[torch.Generator],
+    hp: dict[str, Any],
+    latent_shape: tuple[int, ...],
+    timesteps: list[int],
+    n_steps: int,
+    progress: bool,
+    single: bool,
+) -> SolveResult | list[SolveResult]:
+    """DWGF's flow with its entropy realised by Langevin noise (``langevin=True``; called by :func:`solve`).
+
+    The Wasserstein gradient flow of KL(q | pi) is the Fokker-Planck equation of the Langevin diffusion
+    dz = grad log pi(z) dt + sqrt(2) dW; its particles need no KDE (with N = 4 in d = 256 the KDE no longer
+    interacts late in the flow, docs/findings.md, so DWGF has no entropy term there). Target at step t
+    (``langevin_t_max`` -> 2, :func:`langevin_timesteps`):
+
+        pi_t(z) ∝ p(y | z) p_t(sqrt(abar_t) z),   -log p(y | z) = sum ||y - A D(z)||^2 / (2 sigma^2),
+
+    whose prior factor is the prior noised to level t and rescaled (for p_0 = N(mu, S): N(mu, S + s_t^2 I)); at
+    the last step (t = 2, s_t^2 = 0.0026) it is the posterior up to that inflation. Its score needs one UNet call
+    and no noise draw: -grad_z log p_t(sqrt(abar) z) = eps_hat(sqrt(abar) z, t) / s_t, s_t = sqrt((1-abar)/abar).
+    Per step, with h = lr * lr_factor(step) and sigma = ``likelihood_std``:
+
+    1. g = grad_z [sum ||y - A D(z)||^2 / (2 sigma^2)] (autograd) + eps_hat(sqrt(abar) z, t) / s_t.
+    2. Preconditioner: a probe r ~ N(0, I) in y-space gives u = J^T A^T r (one more backward through the decoder,
+       J = dD/dz), E[u^2] = diag(J^T A^T A J) (Hutchinson); v is its running mean (Adam's beta2 with bias
+       correction: the Gauss-Newton diagonal, constant on the test bed; ``langevin_probes`` probes at the first
+       step so that no coordinate starts from a near-zero estimate) and G = 1 / (v / sigma^2 + c / s_t^2), c =
+       ``langevin_prior_precision``. Any prior noised to level t and rescaled has covariance >= s_t^2 I, so
+       1 / s_t^2 bounds its curvature: G ~ diag(H)^-1 (Jacobi) where the data decide, and the prior-decided
+       directions move at most at the stable rate (they freeze progressively as s_t -> 0: annealing).
+    3. z <- z - h G g + sqrt(2 h G) xi, xi ~ N(0, I): Langevin preconditioned by the constant G, whose stationary
+       law is pi_t up to the O(h) discretisation bias (stable for h lambda_max(G H) < 2). With
+       ``langevin_friction`` gamma, the kinetic (underdamped) form with mass G^-1 and velocity q (0 at the start):
+       q <- (1 - gamma h) q sqrt(G / G_prev) - h G g + sqrt(2 gamma h G) xi, z <- z + h q (the factor keeps q at
+       its temperature N(0, G) when the preconditioner changes between steps), whose stationary law is
+       pi_t(z) N(q; 0, G); it mixes the slowest direction (curvature lambda_min of G H) in ~ 1 / sqrt(lambda_min)
+       time units instead of 1 / lambda_min (1 / lambda_min = the Jacobi condition number for h lambda_max ~ 1:
+       ~443 on the box, 3.3e4 on SR x8, docs/findings.md).
+
+    Random draws per image and step, in order: the probe(s) r, then xi (after the initial latents N(0, I)). A
+    non-finite gradient or decode freezes the image (status "diverged"), as in :func:`solve`.
+    """
+    b = len(generators)
+    device, model_dtype = prior.device, prior.dtype
+    dtype = torch.promote_types(model_dtype, torch.float32)
+    sigma = float(hp["likelihood_std"])
+    beta2, floor = float(hp["betas"][1]), float(hp["langevin_prior_precision"])
+    d_y = operator.measurement_dim
+    z = randn_per_image((n, *latent_shape), generators, device, dtype)
+    y_fit = _measurements(y.to(device=device, dtype=dtype), hp, operator, n, generators)
+    mask = ImageMask(b, n, device)
+    history: dict[str, list[torch.Tensor]] | None = {key: [] for key in TRACE_KEYS} if hp["trace"] else None
+    second_moment = torch.zeros_like(z)
+    friction = None if hp["langevin_friction"] is None else float(hp["langevin_friction"])
+    velocity = torch.zeros_like(z)
+    previous: torch.Tensor | None = None  # the last step's G (kinetic form)
+    pre_update: torch.Tensor | None = None
+    with prior.rows_per_image(n):
+        for step in progress_bar(range(len(timesteps)), progress, "dwgf-langevin"):
+            t = timesteps[step]
+            sqrt_abar, sqrt_one_minus_abar = noise_level(prior.alphas_cumprod, t)
+            s_t = sqrt_one_minus_abar / sqrt_abar
+
+            # 1. Gradient of -log pi_t: the data fit through autograd, the rescaled prior's score from one UNet call.
+            with torch.no_grad():
+                g_prior = prior.eps((sqrt_abar * z).to(model_dtype), t).to(dtype) / s_t
+            latents = z.detach().requires_grad_(True)
+            x = prior.decode(latents.to(model_dtype)).to(dtype)
+            a_x = operator(x)
+            loss_lik = mean_data_fit(y_fit, a_x, d_y, n_images=b) * (n * d_y / sigma**2)
+            (grad_lik,) = torch.autograd.grad(loss_lik.sum(), latents, retain_graph=True)
+            probes = int(hp["langevin_probes"]) if step == 0 else 1
+            probe_square = torch.zeros_like(z)
+            for probe_index in range(probes):
+                probe = randn_per_image((n, *operator.y_shape), generators, device, dtype)
+                (probe_grad,) = torch.autograd.grad((a_x * probe).sum(), latents, retain_graph=probe_index < probes - 1)
+                probe_square = probe_square + probe_grad.detach() ** 2 / probes
+            grad = grad_lik + g_prior
+
+            keep = mask.update(step, finite_per_image(b, loss_lik, grad, x))
+            pre_update = x.detach() if pre_update is None else keep_rows(keep, x.detach(), pre_update)
+            if history is not None:
+                history["likelihood"].append(loss_lik.detach())
+                history["vjp"].append(torch.zeros_like(loss_lik.detach()))
+                history["prior_grad_norm"].append(g_prior.reshape(b, -1).norm(dim=1))
+                history["kde_self_weight"].append(torch.ones(b, dtype=dtype, device=device))  # no interaction
+                history["loss"].append(loss_lik.detach())
+
+            # 2. Gauss-Newton diagonal (running mean of the probe's square) and the preconditioner G.
+            moment = beta2 * second_moment + (1.0 - beta2) * probe_square
+            precondition = 1.0 / (moment / (1.0 - beta2 ** (step + 1)) / sigma**2 + floor / s_t**2)
+            # 3. Preconditioned Langevin step; frozen (diverged) images keep their latents and moment.
+            h = float(hp["lr"]) * lr_factor(hp["lr_schedule"], float(hp["lr_floor"]), step, len(timesteps))
+            xi = randn_per_image((n, *latent_shape), generators, device, dtype)
+            with torch.no_grad():
+                if friction is None:
+                    moved = z - h * precondition * grad + torch.sqrt(2.0 * h * precondition) * xi
+                else:
+                    # the velocity's stationary law is N(0, G): when G changes (the prior bound c / s_t^2 grows as
+                    # t falls, the Gauss-Newton estimate settles) it is rescaled to stay at that temperature, so a
+                    # shrinking G does not leave it hot (measured: x10 over-dispersion on SR x8 without)
+                    velocity = velocity * torch.sqrt(precondition / previous) if previous is not None else velocity
+                    kicked = (1.0 - friction * h) * velocity - h * precondition * grad
+                    kicked = kicked + torch.sqrt(2.0 * friction * h * precondition) * xi
+                    moved = z + h * kicked
+                    velocity = keep_rows(keep, kicked, velocity)
+                    previous = precondition if previous is None else keep_rows(keep, precondition, previous)
+            z = keep_rows(keep, moved, z)
+            second_moment = keep_rows(keep, moment, second_moment)
+            if mask.all_diverged(step):
+                break
+    return _results(prior, operator, hp, z.detach(), pre_update, mask, history, n, n_steps, timesteps, single)
+
+
+def _results(
+    prior: LatentPrior,
+    operator: LinearOperator,
+    hp: dict[str, Any],
+    final_latents: torch.Tensor,
+    pre_update: torch.Tensor | None,
+    mask: ImageMask,
+    history: dict[str, list[torch.Tensor]] | None,
+    n: int,
+    n_steps: int,
+    timesteps: list[int],
+    single: bool,
+) -> SolveResult | list[SolveResult]:
+    """One :class:`SolveResult` per image from the final latents (decoded here), the decodes before the last
+    update, the divergence mask and the trace (shared by :func:`solve` and :func:`langevin_solve`)."""
+    b = mask.n_images
+    dtype = final_latents.dtype
     with torch.no_grad(), prior.rows_per_image(n):
-        post_update = decode(final_latents)
+        post_update = prior.decode(final_latents.to(prior.dtype)).to(dtype)
     diverged = mask.statuses()
     # y_clean is recorded per image, (1, *y_shape), so a record does not depend on the batch it was solved in
     per_image = {**hp, "y_clean": hp["y_clean"][:1] if isinstance(hp["y_clean"], torch.Tensor) else hp["y_clean"]}
