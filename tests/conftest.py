@@ -16,6 +16,9 @@ import torch  # noqa: E402
 # machine two OpenMP threads per process were measured 7-10x slower than one.
 torch.set_num_threads(1)
 
+# Slow tests opt-in, --run-slow, --cpu-durations=N: tests/_suite_policy.py.
+pytest_plugins = ["_suite_policy"]
+
 
 def pytest_collection_modifyitems(config, items):
     has_gpu = torch.cuda.is_available()

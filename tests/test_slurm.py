@@ -247,6 +247,7 @@ def _wait_for_state(job_id: str, state: str, deadline: float) -> None:
     raise AssertionError(f"Slurm job {job_id} did not reach {state}")
 
 
+@pytest.mark.slow  # two smoke sub-DAG runs (local and through Slurm) and a resumed one: minutes on 2 cores
 @pytest.mark.slurm
 def test_smoke_suite_through_slurm(cluster, tmp_path):
     """Smoke sub-DAG through Slurm; the solve job is scancel-ed mid-run and the run resumed by a rerun.
