@@ -302,7 +302,9 @@ def expected_paper_counts(suite: dict) -> dict[str, int]:
     """Job counts of the paper suite computed from config.yaml alone (independent of dwgf.pipeline.plan)."""
     n_ids = suite["data"]["ids"]["count"]
     size = suite["shard_size"]
-    tasks, methods = list(suite["tasks"]), list(suite["methods"])
+    tasks = list(suite["tasks"])
+    # a method with enabled: false is declared but not run
+    methods = [name for name, entry in suite["methods"].items() if entry.get("enabled", True)]
     solve = len(methods) * len(tasks) * math.ceil(n_ids / size)
     variants = 0
     for ablation in suite["ablations"].values():

@@ -86,7 +86,9 @@ def full_schema(schema_path: str | os.PathLike = SCHEMA_PATH, variant_names: tup
     }
     defs["methods"]["properties"] = {**{name: variant for name in variant_names if name not in methods}, **methods}
     defs["methods"]["additionalProperties"] = False
-    defs["ablation"]["properties"]["method"] = {**defs["ablation"]["properties"]["method"], "enum": solvers}
+    # an ablation varies one method of the suite: a solver or a named variant of one
+    ablation_methods = [*solvers, *(name for name in variant_names if name not in solvers)]
+    defs["ablation"]["properties"]["method"] = {**defs["ablation"]["properties"]["method"], "enum": ablation_methods}
     defs["task"]["properties"]["operator"] = {**defs["task"]["properties"]["operator"], "enum": operator_names()}
     defs["metrics"]["properties"]["fid_network"] = {
         **defs["metrics"]["properties"]["fid_network"],

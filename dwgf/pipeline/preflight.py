@@ -140,6 +140,8 @@ def check_methods(plan: Suite) -> None:
                 except ValueError as error:
                     key = _settings_key(plan, method, task, variant, "hyper")
                     raise ConfigError(f"config key {key!r} (task {task}, variant {variant}): {error}") from error
+                if resolved.get("langevin"):
+                    continue  # its flow repeats timesteps (dwgf.solvers.dwgf.langevin_timesteps): any n_steps >= 1
                 t_max, t_min = spec.timestep_range(resolved)
                 try:
                     make_timesteps(settings["n_steps"], t_max=t_max, t_min=t_min)

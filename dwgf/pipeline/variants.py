@@ -135,7 +135,9 @@ class Suite:
         self.image_set_of = image_set_of(self.image_sets)
         self.ids = list(self.image_set_of)
         self.tasks = list(self.spec["tasks"])
-        self.methods = list(self.spec["methods"])
+        # A method with `enabled: false` is declared (schema-checked, documented in the config) but planned nowhere.
+        self.methods = [m for m, entry in self.spec["methods"].items() if entry.get("enabled", True)]
+        self.disabled_methods = [m for m in self.spec["methods"] if m not in self.methods]
         self.ablations = self._parse_ablations()
         self._check_methods()
         self._check_generated_ids()
@@ -257,6 +259,11 @@ class Suite:
         for name, entry in (self.spec.get("ablations") or {}).items():
             where = self._where("ablations", name)
             method, parameter = entry["method"], entry["parameter"]
+            if method in self.disabled_methods:
+                raise ConfigError(
+                    f"config key {where + '.method'!r}: method {method!r} has enabled: false in this suite; enable it "
+                    f"(config key {self._where('methods', method, 'enabled')!r}) or drop the ablation"
+                )
             if method not in self.spec["methods"]:
                 raise ConfigError(
                     f"config key {where + '.method'!r}: method {method!r} is not in this suite's methods {self.methods}"
