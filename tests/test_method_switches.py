@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import copy
 import re
 import subprocess
 import sys
 
 import pytest
-import yaml
 from audit_smoke import REPO, environment
+from test_research_suite import CONFIG, with_suite  # one config loader for the suite tests
 
 from dwgf.pipeline.config import ConfigError, validate_config
 from dwgf.pipeline.plan import Plan
 from dwgf.pipeline.preflight import check_methods
-
-CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
-
-
-def with_suite(suite: str, edit=None) -> dict:
-    config = copy.deepcopy(CONFIG)
-    config["suite"] = suite
-    if edit is not None:
-        edit(config["suites"][suite])
-    return config
 
 
 def test_a_disabled_method_is_declared_but_planned_nowhere():
