@@ -261,17 +261,14 @@ def stat_cell(stats: dict[str, float | int], decimals: int, counted: int, planne
     return Cell(f"{text} (n={counted}/{planned})", incomplete=True)
 
 
-#: The text of a (method, task) cell that the plan leaves out (the method's ``tasks`` key).
+def method_runs(spec: dict[str, Any], method: str, task: str) -> bool:
+    """Whether the suite plans ``method`` on ``task`` (a method restricted to some tasks has no settings for the
+    others); its cells elsewhere read :data:`NOT_RUN`."""
+    return task in spec["settings"].get(method, {})
+
+
 NOT_RUN = "not run"
-NOT_RUN_NOTE = (
-    "not run: the method's `tasks` key (config.yaml) leaves this task out; the cell was never planned, it is not a "
-    "failed or missing result."
-)
-
-
-def runs_on(spec: dict[str, Any], method: str, task: str) -> bool:
-    """Whether the report spec plans ``method`` on ``task`` (its ``settings`` are keyed by the method's tasks)."""
-    return task in spec["settings"][method]
+NOT_RUN_NOTE = "not run: the suite does not run this method on this task (the method's task list)."
 
 
 INCOMPLETE_NOTE = (
@@ -331,7 +328,7 @@ def main_table(df: pd.DataFrame, set_df: pd.DataFrame, spec: dict[str, Any]) -> 
             frame = frames["set"] if column.set_policy else frames["image"]
             col_cells, means = [], []
             for m in methods:
-                if not runs_on(spec, m, task):
+                if not method_runs(spec, m, task):
                     col_cells.append(Cell(NOT_RUN))
                     means.append(math.nan)
                     continue
@@ -354,8 +351,8 @@ def main_table(df: pd.DataFrame, set_df: pd.DataFrame, spec: dict[str, Any]) -> 
             for m, cell in zip(methods, col_cells):
                 cells[m].append(cell)
         for m in methods:
-            cells[m].append(Cell(status_counts(df, task, m, MAIN, ids) if runs_on(spec, m, task) else NOT_RUN))
-    any_not_run = any(not runs_on(spec, m, t) for m in methods for t in spec["tasks"])
+            cells[m].append(Cell(status_counts(df, task, m, MAIN, ids) if method_runs(spec, m, task) else NOT_RUN))
+    any_not_run = any(not method_runs(spec, m, t) for m in methods for t in spec["tasks"])
     shown = list(dict.fromkeys(c for present in columns_by_task.values() for c in present))
     notes = [
         f"Suite {spec['suite']}, {planned} images at {spec['image_size']} px. Mean ± std over images of the "
@@ -389,14 +386,7 @@ def _settings_note(spec: dict[str, Any]) -> str:
         per_task = spec["settings"][method]
         first = next(iter(per_task.values()))
         hyper = ", ".join(f"{k}={v}" for k, v in sorted(first["hyper"].items()))
-        only = (
-            ""
-            if len(per_task) == len(spec["tasks"])
-            else ", run on " + " / ".join(spec["tasks"][t]["label"] for t in per_task) + " only"
-        )
-        parts.append(
-            f"{label}: N={first['n_particles']}, {first['n_steps']} steps" + (f", {hyper}" if hyper else "") + only
-        )
+        parts.append(f"{label}: N={first['n_particles']}, {first['n_steps']} steps" + (f", {hyper}" if hyper else ""))
     return "Settings: " + "; ".join(parts) + "."
 
 
@@ -446,7 +436,7 @@ def runtime_table(df: pd.DataFrame, spec: dict[str, Any]) -> Table:
     for m in methods:
         cells = []
         for task in spec["tasks"]:
-            if not runs_on(spec, m, task):
+            if not method_runs(spec, m, task):
                 cells += [Cell(NOT_RUN), Cell(NOT_RUN)]
                 continue
             mask = (timing["task"] == task) & (timing["method"] == m) & (timing["variant"] == MAIN)
@@ -457,7 +447,7 @@ def runtime_table(df: pd.DataFrame, spec: dict[str, Any]) -> Table:
             cells.append(Cell(f"{memory.max() / 2**20:.0f}" if memory.notna().any() else "n/a"))
         rows.append((spec["methods"][m], cells))
     devices = sorted(set(timing[timing["metric"] == "runtime_s"]["network"].dropna()))
-    not_run = [NOT_RUN_NOTE] if any(not runs_on(spec, m, t) for m in methods for t in spec["tasks"]) else []
+    not_run = [NOT_RUN_NOTE] if any(not method_runs(spec, m, t) for m in methods for t in spec["tasks"]) else []
     notes = [
         "Wall-clock seconds of each image's solve (load + solve + save), mean ± std over images, on "
         f"{devices or 'n/a'}; peak memory is the solve process's high-water mark (RSS, or the CUDA peak when larger).",
