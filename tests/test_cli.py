@@ -249,7 +249,8 @@ def test_qualitative_grid_shows_the_exact_posterior_on_the_test_bed(root):
     from dwgf.reporting.qualitative import exact_posterior_panels
 
     spec = {**BASE, "methods": {"dwgf": "DWGF"}, "tasks": {"sr8": TASK}, "prior": "gaussian_mixture",
-            "qualitative_ids": IDS, "qualitative_particles": 2}  # fmt: skip
+            "qualitative_ids": IDS, "qualitative_particles": 2,
+            "settings": {"dwgf": {"sr8": {"n_particles": 2, "n_steps": 3, "hyper": {}}}}}  # fmt: skip
     seeds: dict[str, int] = {}
     panels = exact_posterior_panels(spec, root, "sr8", IDS, root / "obs/o.prov.json", root / "prior/prior.prov.json",
                                     seeds)  # fmt: skip

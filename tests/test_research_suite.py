@@ -33,9 +33,9 @@ def test_named_variants_resolve_to_their_solver():
     spec = plan.solve_spec("dwgf_svgd", "sr32", MAIN)
     assert spec["solver"] == "dwgf" and spec["hyper"]["svgd_weight"] == 100.0
     assert "solver" not in plan.solve_spec("dwgf", "sr32", MAIN)  # plain methods keep their specs (no re-solve)
-    # every variant differs from plain DWGF in its hyper-parameters
+    # every variant differs from plain DWGF in its hyper-parameters (on a task it runs on: its `tasks` key)
     base = plan.settings("dwgf", "box")["hyper"]
-    assert all(plan.settings(m, "box")["hyper"] != base for m in variants)
+    assert all(plan.settings(m, plan.method_tasks(m)[0])["hyper"] != base for m in variants)
     # research questions 1, 2, 5 as ablations; the multimodal task and the CS ratios are tasks
     assert {a.name for a in plan.ablations} >= {"steps_dwgf", "steps_psld", "steps_rlsd", "steps_latent_dps",
                                                 "kde_weight", "svgd_weight", "sigma_enc"}  # fmt: skip
@@ -93,6 +93,41 @@ def test_research_smoke_runs_through_the_dag(research_smoke):
     assert "dwgf_svgd" in json.dumps(record)
     table = (tmp_path / "research_smoke" / "tables" / "main.md").read_text()
     assert "DWGF + SVGD" in table and "DWGF Bayes-weighted" in table
+
+
+@pytest.mark.slow
+def test_research_smoke_task_restriction_plans_nothing_and_tables_say_not_run(research_smoke, tmp_path):
+    """dwgf_bayes runs on box only (its `tasks` key): no SR x32 solve or metric row, and the main and runtime
+    tables read "not run" in its SR x32 cells (not a failure, not incomplete)."""
+    from dwgf.metrics.schema import read_metrics
+    from dwgf.reporting.tables import NOT_RUN, flatten_markdown
+
+    root = research_smoke / "research_smoke"
+    df = read_metrics(root / "metrics.parquet")
+    assert set(df[df["method"] == "dwgf_bayes"]["task"]) == {"box"}
+    assert not (root / "solve" / "dwgf_bayes" / "sr32").exists() and (root / "solve" / "dwgf_bayes" / "box").is_dir()
+    flat = flatten_markdown((root / "tables" / "main.md").read_text())
+    header, _, *rows = (line.split(" | ") for line in flat.splitlines())
+    (bayes,) = [row for row in rows if row[0] == "| DWGF Bayes-weighted"]
+    cells = dict(zip(header, bayes))
+    # (headers are "<task>: <column>", or "<task> · set <name>: <column>" where the tables show each set apart)
+    sr32 = [h for h in header if h.startswith("SR x32")]
+    box = [h for h in header if h.startswith("Box inpainting")]
+    assert sr32 and box and all(cells[h].strip(" |") == NOT_RUN for h in sr32)
+    assert all(NOT_RUN not in cells[h] for h in box)
+    assert f"{NOT_RUN}: " in (root / "tables" / "main.md").read_text()  # the caption explains the mark
+    assert NOT_RUN in (root / "tables" / "runtime.md").read_text()
+    # the findings tables show no result for what did not run: a dwgf_bayes row under SR x32, if any, says "not run"
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("findings_tables", REPO / "benchmarks" / "findings_tables.py")
+    findings = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(findings)
+    findings.export(root, tmp_path / "data")
+    sections = findings.render(tmp_path / "data").split("#### Set ")
+    sr32_rows = [line for part in sections if "task `sr32`" in part.split("\n")[0] for line in part.splitlines()]
+    assert all(NOT_RUN in line for line in sr32_rows if line.startswith("| dwgf_bayes |"))
+    assert any("| dwgf_bayes |" in part for part in sections if "task `box`" in part.split("\n")[0])
 
 
 @pytest.mark.slow

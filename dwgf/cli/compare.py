@@ -220,6 +220,8 @@ def run_compare(
                 for name, particles in references.items():
                     rows.append({**base, "method": name, **_metrics(particles, gt, posterior), "status": "reference"})
                 for method in methods:
+                    if not plan.runs_on(method, task):  # the method's `tasks` key leaves it out, as in the DAG
+                        continue
                     n, n_steps, hyper = settings_for(plan, method, task, steps)
                     n = n_particles or n
                     # both regimes' image ids and seeds are the DAG's (main variant): the real regime's are the
@@ -254,7 +256,7 @@ def _n(plan, methods: Sequence[str], task: str, n_particles: int | None) -> int:
     """Particles of the exact-sample reference row: the override, else the largest N of the compared methods."""
     if n_particles:
         return n_particles
-    return max([plan.settings(m, task)["n_particles"] for m in methods] or [4])
+    return max([plan.settings(m, task)["n_particles"] for m in methods if plan.runs_on(m, task)] or [4])
 
 
 def summarise(rows: list[dict[str, Any]]):

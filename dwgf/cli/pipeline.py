@@ -233,7 +233,7 @@ def _plan(args: argparse.Namespace) -> int:
         "images": len(plan.ids),
         "tasks": plan.tasks,
         "methods": plan.methods,
-        "variants": {f"{m}/{t}": plan.variants(m, t) for m in plan.methods for t in plan.tasks},
+        "variants": {f"{m}/{t}": plan.variants(m, t) for m in plan.methods for t in plan.method_tasks(m)},
         "solve_jobs": len(jobs),
         "set_metric_groups": len(plan.set_metric_groups()),
         "protocol": plan.protocol(),

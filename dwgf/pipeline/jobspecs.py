@@ -166,7 +166,10 @@ class JobSpecs:
             **self.base_spec(),
             "methods": {m: self.suite.spec["methods"][m].get("label", m) for m in self.suite.methods},
             "tasks": {t: self.task_spec(t) for t in self.suite.tasks},
-            "settings": {m: {t: self.suite.settings(m, t) for t in self.suite.tasks} for m in self.suite.methods},
+            # keyed by the tasks each method runs on (its `tasks` key): a missing task is a "not run" cell
+            "settings": {
+                m: {t: self.suite.settings(m, t) for t in self.suite.method_tasks(m)} for m in self.suite.methods
+            },
             "ablations": [
                 {
                     "name": a.name,

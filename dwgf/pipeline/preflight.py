@@ -128,7 +128,7 @@ def check_methods(plan: Suite) -> None:
 
     for method in plan.methods:
         spec = solver_hyper(plan.solver(method))
-        for task in plan.tasks:
+        for task in plan.method_tasks(method):
             sigma_y = plan.spec["tasks"][task]["sigma_y"]
             for variant in plan.variants(method, task):
                 settings = plan.settings(method, task, variant)

@@ -101,6 +101,11 @@ def restore(
         raise ValueError(f"--task {task!r} is not a task of suite {suite!r}; choose one of {plan.tasks}")
     if method not in plan.methods:
         raise ValueError(f"--method {method!r} is not a method of suite {suite!r}; choose one of {plan.methods}")
+    if not plan.runs_on(method, task):
+        raise ValueError(
+            f"--method {method!r} does not run on --task {task!r} in suite {suite!r} (config key "
+            f"suites.{suite}.methods.{method}.tasks: {plan.method_tasks(method)})"
+        )
     if kind is not None and kind != plan.spec["prior"]["kind"] and kind == "gaussian_mixture":
         raise ValueError(f"--prior is a test-bed prior but suite {suite!r} is an SD suite; pass --suite demo")
     image_id = image_id_for(image)

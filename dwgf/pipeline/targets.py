@@ -34,11 +34,12 @@ class SuiteFiles:
         return [self.layout.path("set_metrics", method=m, task=t, variant=v) for m, t, v in groups]
 
     def qualitative_shards(self, task: str) -> list[str]:
-        """Main-variant shard records (every method) that hold the qualitative images of ``task``."""
+        """Main-variant shard records (every method run on ``task``) that hold the qualitative images of ``task``."""
         wanted = set(self.suite.qualitative_ids())
         return [
             self.layout.path("shard", method=method, task=task, variant=MAIN, shard=shard)
             for method in self.suite.methods
+            if self.suite.runs_on(method, task)
             for shard in self.suite.shards(method, task, MAIN)
             if wanted & set(self.suite.shard_ids(method, task, MAIN, shard))
         ]

@@ -5,7 +5,9 @@ Vocabulary
 * **task**: an operator with its parameters and sigma_y (``suites.<s>.tasks.<task>``).
 * **method**: a solver of :mod:`dwgf.solvers` with N, step count and hyper-parameters, optionally overridden
   per task (``per_task``). A method named otherwise names its solver (``dwgf_svgd: {solver: dwgf, ...}``): a
-  named variant, with rows of its own in every table.
+  named variant, with rows of its own in every table. A method runs on every task of the suite unless it names
+  its own (``tasks: [sr8, sr32]``, :meth:`Suite.method_tasks`): the other (method, task) cells are *not run* --
+  planned nowhere, and shown as "not run" in the tables, never as a failed or incomplete result.
 * **variant**: ``main`` (the method's settings) or ``<ablation>-<value>`` for one ablation value
   (``gamma-0.05``). An ablation value equal to the main setting *is* the main variant (no duplicate solve):
   its rows are read from ``main`` restricted to the ablation's images.
@@ -138,8 +140,8 @@ class Suite:
         # A method with `enabled: false` is declared (schema-checked, documented in the config) but planned nowhere.
         self.methods = [m for m, entry in self.spec["methods"].items() if entry.get("enabled", True)]
         self.disabled_methods = [m for m in self.spec["methods"] if m not in self.methods]
-        self.ablations = self._parse_ablations()
         self._check_methods()
+        self.ablations = self._parse_ablations()
         self._check_generated_ids()
         self._check_reference()
         self._variant_table = self._build_variants()
@@ -158,14 +160,43 @@ class Suite:
 
         return solver_hyper(self.solver(method) if method in self.spec["methods"] else method).configurable
 
+    def method_tasks(self, method: str) -> list[str]:
+        """The tasks ``method`` runs on, in the suite's task order: its ``tasks`` key, else every task."""
+        if method not in self.spec["methods"]:
+            raise ConfigError(f"method {method!r} is not in suite {self.suite!r}; methods are {self.methods}")
+        chosen = self.spec["methods"][method].get("tasks")
+        return [t for t in self.tasks if chosen is None or t in chosen]
+
+    def runs_on(self, method: str, task: str) -> bool:
+        """Whether the (method, task) cell is planned (False: "not run", by the method's ``tasks`` key)."""
+        return task in self.method_tasks(method)
+
     def _check_methods(self) -> None:
         for method, settings in self.spec["methods"].items():
+            for task in settings.get("tasks") or []:
+                if task not in self.spec["tasks"]:
+                    raise ConfigError(
+                        f"config key {self._where('methods', method, 'tasks')!r}: no task {task!r} in this suite; "
+                        f"tasks are {self.tasks}"
+                    )
             for task in settings.get("per_task", {}):
                 if task not in self.spec["tasks"]:
                     raise ConfigError(
                         f"config key {self._where('methods', method, 'per_task', task)!r}: no task {task!r} in "
                         f"this suite; tasks are {self.tasks}"
                     )
+                if not self.runs_on(method, task):
+                    raise ConfigError(
+                        f"config key {self._where('methods', method, 'per_task', task)!r}: the method does not run "
+                        f"on {task!r} (its config key {self._where('methods', method, 'tasks')!r} is "
+                        f"{self.method_tasks(method)}); add the task there or drop the override"
+                    )
+        for task in self.tasks:
+            if not any(self.runs_on(m, task) for m in self.methods):
+                raise ConfigError(
+                    f"config key {self._where('tasks', task)!r}: no enabled method runs on this task (every method's "
+                    f"`tasks` key leaves it out); drop the task or add it to a method's tasks"
+                )
 
     def _where_ids(self, set_name: str) -> str:
         if self.spec["data"]["source"]["kind"] == COMPOSITE_SOURCE:
@@ -278,6 +309,12 @@ class Suite:
                     raise ConfigError(
                         f"config key {where + '.tasks'!r}: no task {task!r} in this suite; tasks are {self.tasks}"
                     )
+                if not self.runs_on(method, task):
+                    raise ConfigError(
+                        f"config key {where + '.tasks'!r}: method {method!r} does not run on {task!r} (its config "
+                        f"key {self._where('methods', method, 'tasks')!r} is {self.method_tasks(method)}); an "
+                        f"ablation varies the method on tasks it runs on"
+                    )
             if entry["images"] > len(self.ids):
                 raise ConfigError(
                     f"config key {where + '.images'!r}: {entry['images']} images requested but the suite has only "
@@ -320,6 +357,11 @@ class Suite:
             raise ConfigError(f"method {method!r} is not in suite {self.suite!r}; methods are {self.methods}")
         if task not in self.spec["tasks"]:
             raise ConfigError(f"task {task!r} is not in suite {self.suite!r}; tasks are {self.tasks}")
+        if not self.runs_on(method, task):
+            raise ConfigError(
+                f"method {method!r} does not run on task {task!r} (config key "
+                f"{self._where('methods', method, 'tasks')!r}: {self.method_tasks(method)})"
+            )
         entry = self.spec["methods"][method]
         resolved = {
             "n_particles": entry["n_particles"],
@@ -376,7 +418,9 @@ class Suite:
         return self._variant_table[variant]
 
     def variants(self, method: str, task: str) -> list[str]:
-        """``main`` plus every ablation variant of ``method`` on ``task``."""
+        """``main`` plus every ablation variant of ``method`` on ``task``; none where the method does not run."""
+        if not self.runs_on(method, task):
+            return []
         found = [MAIN]
         for ablation in self.ablations:
             if ablation.method != method or task not in ablation.tasks:
@@ -417,7 +461,7 @@ class Suite:
     def solve_jobs(self) -> list[SolveJob]:
         jobs = []
         for method in self.methods:
-            for task in self.tasks:
+            for task in self.method_tasks(method):
                 for variant in self.variants(method, task):
                     for shard in self.shards(method, task, variant):
                         jobs.append(
@@ -431,7 +475,7 @@ class Suite:
         return [
             (method, task, variant)
             for method in self.methods
-            for task in self.tasks
+            for task in self.method_tasks(method)
             for variant in self.variants(method, task)
             if which == "all" or variant == MAIN
         ]

@@ -30,10 +30,15 @@ def _settings_text(settings: dict[str, Any]) -> str:
 
 
 def _method_text(label: str, per_task: dict[str, dict[str, Any]], task_labels: dict[str, str]) -> str:
+    """A method's settings in words; ``per_task`` holds the tasks it runs on (its ``tasks`` key), the rest are
+    named as not run."""
     texts = {task: _settings_text(s) for task, s in per_task.items()}
+    only = ""
+    if len(per_task) < len(task_labels):
+        only = "; run on " + ", ".join(task_labels[t] for t in per_task) + " only"
     if len(set(texts.values())) == 1:
-        return f"{label} ({next(iter(texts.values()))})"
-    return f"{label} (" + "; ".join(f"{task_labels[t]}: {text}" for t, text in texts.items()) + ")"
+        return f"{label} ({next(iter(texts.values()))}{only})"
+    return f"{label} (" + "; ".join(f"{task_labels[t]}: {text}" for t, text in texts.items()) + only + ")"
 
 
 def protocol_text(spec: dict[str, Any]) -> str:

@@ -75,7 +75,7 @@ def qualitative_grid(
             raise ValueError(f"{path} is a {config['task']['name']}/{config['variant']} shard, expected {task}/main")
         for image_id, entry in shard["extra"]["images"].items():
             entries[(config["method"], image_id)] = entry
-    methods = list(spec["methods"])
+    methods = [m for m in spec["methods"] if task in spec["settings"][m]]  # the methods run on this task
     testbed = spec["prior"] == "gaussian_mixture"
     exact = ["exact post. mean", "exact post. sample"] if testbed else []
     columns = ["ground truth", "observation", *exact]

@@ -5,7 +5,9 @@
   the best method per task and metric in bold; an ``ok`` column with the number of images whose solve
   succeeded out of those planned (and how many diverged: diverged images are results and count in the means).
   A cell computed from fewer images than planned (the plan's ``ids``, never a re-count of the rows) says so in
-  the cell (``5.17 (n=1/2)``), is never bold, and the caption explains the mark. The caption defines every column
+  the cell (``5.17 (n=1/2)``), is never bold, and the caption explains the mark. A (method, task) cell the plan
+  leaves out (the method's ``tasks`` key: the spec's ``settings`` has no entry for the task) reads ``not run``:
+  not a failure, not incomplete, never bold (:data:`NOT_RUN_NOTE`). The caption defines every column
   (:attr:`dwgf.reporting.summary.MetricColumn.definition`). Markdown has one section per task (a ``#### SR x8``
   heading over that task's table; :func:`flatten_markdown` joins them into one table with ``SR x8: PSNR ↑``
   headers); LaTeX and HTML put each task in a spanning header.
@@ -259,6 +261,16 @@ def stat_cell(stats: dict[str, float | int], decimals: int, counted: int, planne
     return Cell(f"{text} (n={counted}/{planned})", incomplete=True)
 
 
+def method_runs(spec: dict[str, Any], method: str, task: str) -> bool:
+    """Whether the suite plans ``method`` on ``task`` (a method restricted to some tasks has no settings for the
+    others); its cells elsewhere read :data:`NOT_RUN`."""
+    return task in spec["settings"].get(method, {})
+
+
+NOT_RUN = "not run"
+NOT_RUN_NOTE = "not run: the suite does not run this method on this task (the method's task list)."
+
+
 INCOMPLETE_NOTE = (
     "(n=k/m): the cell is computed from only k of the m planned images (a solve failed, was not run, or its metric "
     "is null); such a cell is never bold, even when its number is the best."
@@ -316,6 +328,10 @@ def main_table(df: pd.DataFrame, set_df: pd.DataFrame, spec: dict[str, Any]) -> 
             frame = frames["set"] if column.set_policy else frames["image"]
             col_cells, means = [], []
             for m in methods:
+                if not method_runs(spec, m, task):
+                    col_cells.append(Cell(NOT_RUN))
+                    means.append(math.nan)
+                    continue
                 if column.set_policy:
                     rows = select(frame, column)
                     rows = rows[(rows["task"] == task) & (rows["variant"] == MAIN) & (rows["method"] == m)]
@@ -335,13 +351,15 @@ def main_table(df: pd.DataFrame, set_df: pd.DataFrame, spec: dict[str, Any]) -> 
             for m, cell in zip(methods, col_cells):
                 cells[m].append(cell)
         for m in methods:
-            cells[m].append(Cell(status_counts(df, task, m, MAIN, ids)))
+            cells[m].append(Cell(status_counts(df, task, m, MAIN, ids) if method_runs(spec, m, task) else NOT_RUN))
+    any_not_run = any(not method_runs(spec, m, t) for m in methods for t in spec["tasks"])
     shown = list(dict.fromkeys(c for present in columns_by_task.values() for c in present))
     notes = [
         f"Suite {spec['suite']}, {planned} images at {spec['image_size']} px. Mean ± std over images of the "
         "per-image value (mean over the image's particles); best per task and metric in bold (↑ higher is better, "
         "↓ lower); n/a = not computable (see the status column of metrics.parquet).",
         *([INCOMPLETE_NOTE] if any_incomplete else []),
+        *([NOT_RUN_NOTE] if any_not_run else []),
         *_reference_note(set_df),
         _settings_note(spec),
     ]
@@ -418,6 +436,9 @@ def runtime_table(df: pd.DataFrame, spec: dict[str, Any]) -> Table:
     for m in methods:
         cells = []
         for task in spec["tasks"]:
+            if not method_runs(spec, m, task):
+                cells += [Cell(NOT_RUN), Cell(NOT_RUN)]
+                continue
             mask = (timing["task"] == task) & (timing["method"] == m) & (timing["variant"] == MAIN)
             runtime = timing[mask & (timing["metric"] == "runtime_s")]["value"]
             memory = timing[mask & (timing["metric"] == "peak_memory_bytes")]["value"].astype("float64")
@@ -426,9 +447,11 @@ def runtime_table(df: pd.DataFrame, spec: dict[str, Any]) -> Table:
             cells.append(Cell(f"{memory.max() / 2**20:.0f}" if memory.notna().any() else "n/a"))
         rows.append((spec["methods"][m], cells))
     devices = sorted(set(timing[timing["metric"] == "runtime_s"]["network"].dropna()))
+    not_run = [NOT_RUN_NOTE] if any(not method_runs(spec, m, t) for m in methods for t in spec["tasks"]) else []
     notes = [
         "Wall-clock seconds of each image's solve (load + solve + save), mean ± std over images, on "
-        f"{devices or 'n/a'}; peak memory is the solve process's high-water mark (RSS, or the CUDA peak when larger)."
+        f"{devices or 'n/a'}; peak memory is the solve process's high-water mark (RSS, or the CUDA peak when larger).",
+        *not_run,
     ]
     return Table("Runtime per image (main settings)", "Method", groups, headers, rows, notes)
 
