@@ -316,11 +316,15 @@ def test_main_table_puts_set_level_metrics_in_an_all_sets_section():
 
 
 def test_a_method_not_planned_on_a_task_reads_not_run():
+    from dwgf.reporting.tables import runtime_table
+
     df, spec = _two_set_frames()
     spec["settings"] = {"dwgf": SPEC["settings"]["dwgf"], "psld": {}}  # PSLD restricted to no task of this table
     table = main_table(df[df["method"] == "dwgf"], pd.DataFrame(columns=list(df.columns)), spec)
     assert [c.text for c in dict(table.rows)["PSLD"]] == ["not run"] * 4
     assert dict(table.rows)["DWGF"][0].text == "4.00" and any(note.startswith("not run:") for note in table.notes)
+    runtime = dict(runtime_table(df[df["method"] == "dwgf"], spec).rows)
+    assert [c.text for c in runtime["PSLD"]] == ["not run", "not run"] and runtime["DWGF"][0].text.startswith("1.00")
 
 
 def test_ablation_table_and_plot_keep_the_image_sets_apart():

@@ -521,6 +521,9 @@ def runtime_table(df: pd.DataFrame, spec: dict[str, Any]) -> Table:
     for m in methods:
         cells = []
         for task in spec["tasks"]:
+            if not method_runs(spec, m, task):
+                cells += [Cell(NOT_RUN), Cell(NOT_RUN)]
+                continue
             mask = (timing["task"] == task) & (timing["method"] == m) & (timing["variant"] == MAIN)
             runtime = timing[mask & (timing["metric"] == "runtime_s")]["value"]
             memory = timing[mask & (timing["metric"] == "peak_memory_bytes")]["value"].astype("float64")
