@@ -93,6 +93,8 @@ def test_research_smoke_runs_through_the_dag(research_smoke):
     assert "dwgf_svgd" in json.dumps(record)
     table = (tmp_path / "research_smoke" / "tables" / "main.md").read_text()
     assert "DWGF + SVGD" in table and "DWGF Bayes-weighted" in table
+    for image_set in ("well_specified", "held_out", "ood"):  # the sets are never averaged together
+        assert f"#### Box inpainting · set {image_set}" in table and f"#### SR x32 · set {image_set}" in table
 
 
 @pytest.mark.slow

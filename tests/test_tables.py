@@ -266,3 +266,101 @@ def test_html_and_latex_span_each_task_over_its_columns():
     assert "& \\multicolumn{3}{c}{Box} & \\multicolumn{3}{c}{SR x8} \\\\" in latex
     assert "\\cmidrule(lr){2-4} \\cmidrule(lr){5-7}" in latex
     assert latex.count("(n=1/2)") == 4 and "Columns: PSNR: PSNR (dB)" in latex
+
+
+def _two_set_frames():
+    """SR x8 with image i0 in set ``ws`` (prior samples) and i1 in set ``ho`` (bundled crops); PSNR 4 / 5 (DWGF)
+    and 5.5 / 3 (PSLD), so the best method differs between the sets and the all-images mean would hide it."""
+    rows = []
+    psnr = {("dwgf", "i0"): 4.0, ("dwgf", "i1"): 5.0, ("psld", "i0"): 5.5, ("psld", "i1"): 3.0}
+    for (method, image_id), value in psnr.items():
+        rows += [_image_row(method, image_id, "psnr", value, j) for j in (0, 1)]
+        rows.append(_image_row(method, image_id, "runtime_s", 1.0, None, "ok", "wall_clock"))
+    spec = {**SPEC, "image_sets": [{"name": "ws", "kind": "prior_samples", "ids": ["i0"]},
+                                   {"name": "ho", "kind": "bundled", "ids": ["i1"]}]}  # fmt: skip
+    return pd.DataFrame(rows), spec
+
+
+def test_main_table_shows_each_image_set_in_its_own_section_with_its_own_best():
+    from dwgf.reporting.tables import flatten_markdown
+
+    df, spec = _two_set_frames()
+    table = main_table(df, pd.DataFrame(columns=list(df.columns)), spec)
+    assert [label for label, _ in table.groups] == ["SR x8 · set ws", "SR x8 · set ho"]
+    cells = dict(table.rows)
+    assert [c.text for c in cells["DWGF"]] == ["4.00", "1/1", "5.00", "1/1"]
+    assert [c.text for c in cells["PSLD"]] == ["5.50", "1/1", "3.00", "1/1"]
+    assert cells["PSLD"][0].bold and cells["DWGF"][2].bold and not cells["DWGF"][0].bold  # best per set
+    caption = table.notes[0]
+    assert "ws (1 image: ground truths drawn from the fitted prior" in caption and "Bayes optimum" in caption
+    assert "ho (1 image: bundled image crops left out of the prior's fit: the prior is misspecified" in caption
+    flat = flatten_markdown(render_markdown(table)).splitlines()
+    assert flat[0] == (
+        "| Method | SR x8 · set ws: PSNR ↑ | SR x8 · set ws: ok | SR x8 · set ho: PSNR ↑ | SR x8 · set ho: ok |"
+    )
+    assert "\\multicolumn{2}{c}{SR x8 $\\cdot$ set ws}" in render_latex(table)
+    assert '<th colspan="2" class="group">SR x8 · set ho</th>' in render_html(table)
+    # the same data without image_sets: one section, means over both images (today's table, unchanged)
+    plain = main_table(df, pd.DataFrame(columns=list(df.columns)), SPEC)
+    assert [label for label, _ in plain.groups] == ["SR x8"] and dict(plain.rows)["PSLD"][0].text.startswith("4.25")
+    assert "image set" not in plain.notes[0]
+
+
+def test_main_table_puts_set_level_metrics_in_an_all_sets_section():
+    df, spec = _two_set_frames()
+    _, set_df = _frames()
+    table = main_table(df, set_df, spec)
+    assert [label for label, _ in table.groups] == ["SR x8 · set ws", "SR x8 · set ho", "SR x8 · all sets"]
+    assert table.columns == ["PSNR ↑", "ok", "PSNR ↑", "ok", "KID ↓", "ok"]
+    assert dict(table.rows)["DWGF"][-1].text == "2/2"
+
+
+def test_a_method_not_planned_on_a_task_reads_not_run():
+    from dwgf.reporting.tables import runtime_table
+
+    df, spec = _two_set_frames()
+    spec["settings"] = {"dwgf": SPEC["settings"]["dwgf"], "psld": {}}  # PSLD restricted to no task of this table
+    table = main_table(df[df["method"] == "dwgf"], pd.DataFrame(columns=list(df.columns)), spec)
+    assert [c.text for c in dict(table.rows)["PSLD"]] == ["not run"] * 4
+    assert dict(table.rows)["DWGF"][0].text == "4.00" and any(note.startswith("not run:") for note in table.notes)
+    runtime = dict(runtime_table(df[df["method"] == "dwgf"], spec).rows)
+    assert [c.text for c in runtime["PSLD"]] == ["not run", "not run"] and runtime["DWGF"][0].text.startswith("1.00")
+
+
+def test_ablation_table_and_plot_keep_the_image_sets_apart():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dwgf.reporting.plots import ablation_figure, ablation_frame
+    from dwgf.reporting.tables import ablation_table
+
+    df, spec = _two_set_frames()
+    df = pd.concat([df, df.assign(variant="n_steps-9", value=df["value"] + 1)])
+    ablation = {"name": "steps", "method": "dwgf", "parameter": "n_steps", "label": "steps", "tasks": ["sr8"],
+                "images": 2, "values": [3, 9], "variants": {"sr8": {"3": "main", "9": "n_steps-9"}}}  # fmt: skip
+    table = ablation_table(df, spec, ablation)
+    assert [label for label, _ in table.groups] == ["SR x8 · set ws", "SR x8 · set ho"]
+    assert [[c.text for c in cells] for _, cells in table.rows] == [["4.00", "5.00"], ["5.00", "6.00"]]
+    frame = ablation_frame(df, spec, ablation)
+    assert set(zip(frame["image_id"], frame["set"])) == {("i0", "ws"), ("i1", "ho")}
+    fig = ablation_figure(frame, spec, ablation)
+    assert "sets ws, ho apart" in fig._suptitle.get_text()
+    drawn = {tuple(line.get_ydata()) for line in fig.axes[0].get_lines() if len(line.get_xdata()) == 2}
+    assert drawn == {(4.0, 5.0), (5.0, 6.0)}  # one line per set (i0: 4 -> 5, i1: 5 -> 6), not their mean
+    plt.close(fig)
+    # an ablation on the first image only: one set, named in the header
+    first = ablation_table(df, spec, {**ablation, "images": 1})
+    assert [label for label, _ in first.groups] == ["SR x8 · set ws"]
+
+
+def test_report_spec_names_the_image_sets_only_for_a_suite_with_several():
+    from dwgf.pipeline.config import load_config
+    from dwgf.pipeline.plan import Plan
+
+    research = Plan(load_config(overrides={"suite": "research"})).report_spec()
+    assert [(s["name"], s["kind"]) for s in research["image_sets"]] == [
+        ("well_specified", "prior_samples"), ("held_out", "bundled"), ("ood", "textures")]  # fmt: skip
+    assert [i for s in research["image_sets"] for i in s["ids"]] == research["ids"]
+    assert "image_sets" not in Plan(load_config(overrides={"suite": "smoke"})).report_spec()

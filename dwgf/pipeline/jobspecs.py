@@ -44,6 +44,13 @@ class JobSpecs:
     def base_spec(self) -> dict[str, Any]:
         return {"suite": self.suite.suite, "seed": self.suite.spec["seed"], "image_size": self.suite.spec["image_size"]}
 
+    def image_sets_spec(self) -> list[dict[str, Any]]:
+        """The suite's image sets in suite order: ``[{"name", "kind" (the set's source kind), "ids"}, ...]``."""
+        return [
+            {"name": name, "kind": part["source"]["kind"], "ids": list(part["ids"])}
+            for name, part in self.suite.image_sets.items()
+        ]
+
     def acquire_spec(self) -> dict[str, Any]:
         data = self.suite.spec["data"]
         spec = {**self.base_spec(), "source": dict(data["source"]), "ids": self.suite.ids}
@@ -186,6 +193,9 @@ class JobSpecs:
                 for a in self.suite.ablations
             ],
             "ids": self.suite.ids,
+            # several image sets: the tables and plots show each set on its own (dwgf.reporting.tables.report_sets);
+            # absent for one set, so a suite without sets keeps its spec (and its tables) byte for byte
+            **({"image_sets": self.image_sets_spec()} if len(self.suite.image_sets) > 1 else {}),
             "metrics": {k: v for k, v in self.suite.spec["metrics"].items() if k != "jobs"},  # not a result setting
             "prior": self.suite.spec["prior"]["kind"],
             "qualitative_ids": self.suite.qualitative_ids(),

@@ -1,4 +1,6 @@
-"""Ablation plots (``dwgf plots``): one panel per metric, metric vs the ablated parameter, one line per task.
+"""Ablation plots (``dwgf plots``): one panel per metric, metric vs the ablated parameter, one line per task
+(and, when the ablation's images span several image sets, one line style per set: the sets are never averaged
+together, :func:`dwgf.reporting.tables.report_sets`).
 
 Points are the mean over the ablation's images of the per-image (particle-averaged) value
 (:func:`dwgf.reporting.summary.per_image`); error bars are ± one sample standard deviation over images
@@ -22,8 +24,12 @@ from dwgf.reporting.summary import ABLATION_COLUMNS, per_image
 
 
 def ablation_frame(df: pd.DataFrame, spec: dict[str, Any], ablation: dict[str, Any]) -> pd.DataFrame:
-    """Long frame: metric label, task label, parameter value, image id, per-image value."""
+    """Long frame: metric label, task label, image set (None for a suite of one set), parameter value, image id,
+    per-image value."""
+    from dwgf.reporting.tables import report_sets
+
     ids = spec["ids"][: ablation["images"]]
+    set_of = {i: s.name for s in report_sets(spec, ids) for i in s.ids}
     parts = []
     for column in ABLATION_COLUMNS:
         values = per_image(df, column)
@@ -38,6 +44,7 @@ def ablation_frame(df: pd.DataFrame, spec: dict[str, Any], ablation: dict[str, A
                         {
                             "metric": column.label + column.arrow,
                             "task": spec["tasks"][task]["label"],
+                            "set": chosen["image_id"].map(set_of).to_numpy(),
                             "x": float(text),
                             "image_id": chosen["image_id"].to_numpy(),
                             "value": chosen["value"].to_numpy(),
@@ -93,10 +100,12 @@ def ablation_figure(frame: pd.DataFrame, spec: dict[str, Any], ablation: dict[st
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.0), squeeze=False)
     xs = sorted(frame["x"].unique())
     log_x = xs[0] > 0 and xs[-1] / xs[0] >= 4  # gamma 0.05..0.5 and N 1..8 read better on a log axis
+    sets = list(dict.fromkeys(frame["set"].dropna())) if "set" in frame else []
+    style = {"style": "set", "style_order": sets} if len(sets) > 1 else {}  # one line per task x set
     for ax, metric in zip(axes[0], metrics):
         sns.lineplot(
             data=frame[frame["metric"] == metric], x="x", y="value", hue="task", errorbar="sd", marker="o",
-            err_style="bars", ax=ax,
+            err_style="bars", ax=ax, **style,
         )  # fmt: skip
         ax.set_title(metric)
         ax.set_xlabel(ablation["label"])
@@ -112,9 +121,9 @@ def ablation_figure(frame: pd.DataFrame, spec: dict[str, Any], ablation: dict[st
         if ax is not axes[0][0] and ax.get_legend() is not None:
             ax.get_legend().remove()
     method = spec["methods"][ablation["method"]]
-    fig.suptitle(
-        f"{method}: ablation of {ablation['label']} ({len(spec['ids'][: ablation['images']])} images, mean ± sd)"
-    )
+    n_images = len(spec["ids"][: ablation["images"]])
+    where = f"set {sets[0]}, " if len(sets) == 1 else (f"sets {', '.join(sets)} apart, " if sets else "")
+    fig.suptitle(f"{method}: ablation of {ablation['label']} ({where}{n_images} images, mean ± sd)")
     fig.tight_layout()
     return fig
 

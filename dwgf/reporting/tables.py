@@ -5,9 +5,7 @@
   the best method per task and metric in bold; an ``ok`` column with the number of images whose solve
   succeeded out of those planned (and how many diverged: diverged images are results and count in the means).
   A cell computed from fewer images than planned (the plan's ``ids``, never a re-count of the rows) says so in
-  the cell (``5.17 (n=1/2)``), is never bold, and the caption explains the mark. A (method, task) cell the plan
-  leaves out (the method's ``tasks`` key: the spec's ``settings`` has no entry for the task) reads ``not run``:
-  not a failure, not incomplete, never bold (:data:`NOT_RUN_NOTE`). The caption defines every column
+  the cell (``5.17 (n=1/2)``), is never bold, and the caption explains the mark. The caption defines every column
   (:attr:`dwgf.reporting.summary.MetricColumn.definition`). Markdown has one section per task (a ``#### SR x8``
   heading over that task's table; :func:`flatten_markdown` joins them into one table with ``SR x8: PSNR ↑``
   headers); LaTeX and HTML put each task in a spanning header.
@@ -141,6 +139,7 @@ def _latex_escape(text: str) -> str:
     replacements = {
         "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "±": r"$\pm$", "↑": r"$\uparrow$", "↓": r"$\downarrow$",
         "γ": r"$\gamma$", "κ": r"$\kappa$", "σ": r"$\sigma$", "×": r"$\times$",
+        "·": r"$\cdot$",
     }  # fmt: skip
     return "".join(replacements.get(ch, ch) for ch in text)
 
@@ -261,16 +260,6 @@ def stat_cell(stats: dict[str, float | int], decimals: int, counted: int, planne
     return Cell(f"{text} (n={counted}/{planned})", incomplete=True)
 
 
-def method_runs(spec: dict[str, Any], method: str, task: str) -> bool:
-    """Whether the suite plans ``method`` on ``task`` (a method restricted to some tasks has no settings for the
-    others); its cells elsewhere read :data:`NOT_RUN`."""
-    return task in spec["settings"].get(method, {})
-
-
-NOT_RUN = "not run"
-NOT_RUN_NOTE = "not run: the suite does not run this method on this task (the method's task list)."
-
-
 INCOMPLETE_NOTE = (
     "(n=k/m): the cell is computed from only k of the m planned images (a solve failed, was not run, or its metric "
     "is null); such a cell is never bold, even when its number is the best."
@@ -309,26 +298,114 @@ def _set_images(rows: pd.DataFrame, column: MetricColumn, n_particles: int) -> i
     return int(rows["n_samples"].dropna().min()) // per_image
 
 
+#: What the numbers of an image set mean, by the set's source kind (the captions print it for every set).
+SET_KIND_MEANING = {
+    "prior_samples": "ground truths drawn from the fitted prior, x = D(z) with z ~ p_0: the model is well specified, "
+    "so the exact posterior mean is the Bayes optimum",
+    "bundled": "bundled image crops left out of the prior's fit: the prior is misspecified, so the exact posterior "
+    "mean is not the Bayes optimum",
+    "textures": "synthetic textures unlike any training crop: out of the prior's distribution",
+}
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """The images one table section averages over; ``name`` None: the suite has a single set (no set sections)."""
+
+    name: str | None
+    kind: str | None
+    ids: list[str]
+
+
+def report_sets(spec: dict[str, Any], ids: list[str] | None = None) -> list[ImageSet]:
+    """The image sets a table shows separately, each restricted to ``ids`` (default: the spec's), in suite order.
+
+    A spec without ``image_sets`` (a suite of one set, :meth:`dwgf.pipeline.jobspecs.JobSpecs.report_spec`) gives
+    one unnamed set of all ``ids``: its tables are sectioned by task only, as before sets existed. Sets with none
+    of ``ids`` (an ablation on the first images only) are left out.
+    """
+    ids = list(spec["ids"] if ids is None else ids)
+    sets = spec.get("image_sets") or []
+    if len(sets) <= 1:
+        return [ImageSet(None, None, ids)]
+    chosen = set(ids)
+    named = [ImageSet(s["name"], s["kind"], [i for i in s["ids"] if i in chosen]) for s in sets]
+    return [s for s in named if s.ids]
+
+
+def section_label(task_label: str, image_set: ImageSet) -> str:
+    """The header of one task x set section (the task label alone for a suite of one set)."""
+    return task_label if image_set.name is None else f"{task_label} · set {image_set.name}"
+
+
+def sets_note(sets: list[ImageSet]) -> str:
+    """The caption sentence saying what each set is ("" for a suite of one set)."""
+    if sets[0].name is None:
+        return ""
+    parts = [
+        f"{s.name} ({len(s.ids)} image{'s' if len(s.ids) != 1 else ''}: "
+        f"{SET_KIND_MEANING.get(s.kind, f'images from a {s.kind} source')})"
+        for s in sets
+    ]
+    return (
+        " One section per task and image set; its means, bold best and ok counts are over that set's images only: "
+        + "; ".join(parts)
+        + "."
+    )
+
+
+def method_runs(spec: dict[str, Any], method: str, task: str) -> bool:
+    """Whether the suite plans ``method`` on ``task`` (a method restricted to some tasks has no settings for the
+    others); its cells elsewhere read :data:`NOT_RUN`."""
+    return task in spec["settings"].get(method, {})
+
+
+NOT_RUN = "not run"
+NOT_RUN_NOTE = "not run: the suite does not run this method on this task (the method's task list)."
+
+
+def _sections(frames: dict[str, pd.DataFrame], spec: dict[str, Any], sets: list[ImageSet]):
+    """(task, group label, image ids, columns) per section of the main table: one per task for a suite of one
+    set; else one per task x set with the per-image columns, and one ``all sets`` section per task for the
+    set-level columns (FID/KID are computed over all images of a task at once)."""
+    sections = []
+    for task, task_spec in spec["tasks"].items():
+        present = _columns_present(frames, MAIN_COLUMNS, task)
+        if sets[0].name is None:
+            sections.append((task, task_spec["label"], sets[0].ids, present))
+            continue
+        for image_set in sets:
+            per_image_columns = [c for c in present if not c.set_policy]
+            sections.append((task, section_label(task_spec["label"], image_set), image_set.ids, per_image_columns))
+        set_columns = [c for c in present if c.set_policy]
+        if set_columns:
+            sections.append((task, f"{task_spec['label']} · all sets", list(spec["ids"]), set_columns))
+    return sections
+
+
 def main_table(df: pd.DataFrame, set_df: pd.DataFrame, spec: dict[str, Any]) -> Table:
-    """The main table. The planned images are the spec's ``ids`` (the plan's, not a re-count of the rows)."""
+    """The main table. The planned images are the spec's ``ids`` (the plan's, not a re-count of the rows); with
+    several image sets (the spec's ``image_sets``) each task has one section per set (:func:`_sections`)."""
     frames = {"image": df, "set": set_df}
     methods = list(spec["methods"])
     ids = list(spec["ids"])
     planned = len(ids)
-    groups, headers, columns_by_task = [], [], {}
-    for task, task_spec in spec["tasks"].items():
-        present = _columns_present(frames, MAIN_COLUMNS, task)
-        columns_by_task[task] = present
-        groups.append((task_spec["label"], len(present) + 1))
+    sets = report_sets(spec)
+    sections = _sections(frames, spec, sets)
+    groups, headers = [], []
+    for _, label, _, present in sections:
+        groups.append((label, len(present) + 1))
         headers += [c.label + c.arrow for c in present] + ["ok"]
     cells = {m: [] for m in methods}
-    any_incomplete = False
-    for task, present in columns_by_task.items():
+    any_incomplete = any_not_run = False
+    for task, _, section_ids, present in sections:
+        runs = {m: method_runs(spec, m, task) for m in methods}
+        any_not_run |= not all(runs.values())
         for column in present:
             frame = frames["set"] if column.set_policy else frames["image"]
             col_cells, means = [], []
             for m in methods:
-                if not method_runs(spec, m, task):
+                if not runs[m]:
                     col_cells.append(Cell(NOT_RUN))
                     means.append(math.nan)
                     continue
@@ -341,30 +418,30 @@ def main_table(df: pd.DataFrame, set_df: pd.DataFrame, spec: dict[str, Any]) -> 
                 else:
                     values = per_image(frame, column)
                     values = values[(values["task"] == task) & (values["variant"] == MAIN) & (values["method"] == m)]
-                    values = values[values["image_id"].isin(ids)]
+                    values = values[values["image_id"].isin(section_ids)]
                     stats = summarise(values["value"])
                     counted = stats["n"]
-                col_cells.append(stat_cell(stats, column.decimals, counted, planned))
+                col_cells.append(stat_cell(stats, column.decimals, counted, len(section_ids)))
                 means.append(stats["mean"])
             _bold_best(col_cells, means, column.higher_is_better)
             any_incomplete |= any(c.incomplete for c in col_cells)
             for m, cell in zip(methods, col_cells):
                 cells[m].append(cell)
         for m in methods:
-            cells[m].append(Cell(status_counts(df, task, m, MAIN, ids) if method_runs(spec, m, task) else NOT_RUN))
-    any_not_run = any(not method_runs(spec, m, t) for m in methods for t in spec["tasks"])
-    shown = list(dict.fromkeys(c for present in columns_by_task.values() for c in present))
+            cells[m].append(Cell(status_counts(df, task, m, MAIN, section_ids) if runs[m] else NOT_RUN))
+    shown = list(dict.fromkeys(c for *_, present in sections for c in present))
     notes = [
         f"Suite {spec['suite']}, {planned} images at {spec['image_size']} px. Mean ± std over images of the "
         "per-image value (mean over the image's particles); best per task and metric in bold (↑ higher is better, "
-        "↓ lower); n/a = not computable (see the status column of metrics.parquet).",
+        "↓ lower); n/a = not computable (see the status column of metrics.parquet)." + sets_note(sets),
         *([INCOMPLETE_NOTE] if any_incomplete else []),
         *([NOT_RUN_NOTE] if any_not_run else []),
         *_reference_note(set_df),
         _settings_note(spec),
     ]
     definitions = [(c.label, c.definition) for c in shown]
-    definitions.append(("ok", f"images whose solve finished without error or divergence / the {planned} planned; "
+    scope = f"the {planned} planned" if sets[0].name is None else "the section's planned"
+    definitions.append(("ok", f"images whose solve finished without error or divergence / {scope}; "
                         "diverged images keep their last finite state and count in the means as results, the others "
                         "failed and have no particles"))  # fmt: skip
     rows = [(spec["methods"][m], cells[m]) for m in methods]
@@ -384,6 +461,9 @@ def _settings_note(spec: dict[str, Any]) -> str:
     parts = []
     for method, label in spec["methods"].items():
         per_task = spec["settings"][method]
+        if not per_task:
+            parts.append(f"{label}: {NOT_RUN}")
+            continue
         first = next(iter(per_task.values()))
         hyper = ", ".join(f"{k}={v}" for k, v in sorted(first["hyper"].items()))
         parts.append(f"{label}: N={first['n_particles']}, {first['n_steps']} steps" + (f", {hyper}" if hyper else ""))
@@ -391,34 +471,39 @@ def _settings_note(spec: dict[str, Any]) -> str:
 
 
 def ablation_table(df: pd.DataFrame, spec: dict[str, Any], ablation: dict[str, Any]) -> Table:
+    """One ablation: its values x (task x metric) on its images (the first ``images`` of the suite); with several
+    image sets among them, one section per task x set (:func:`report_sets`)."""
     frames = {"image": df, "set": df.iloc[0:0]}
     ids = spec["ids"][: ablation["images"]]
-    groups, headers, columns_by_task = [], [], {}
+    sets = report_sets(spec, ids)
+    groups, headers, sections = [], [], []
     for task in ablation["tasks"]:
         present = _columns_present(frames, ABLATION_COLUMNS, task)
-        columns_by_task[task] = present
-        groups.append((spec["tasks"][task]["label"], len(present)))
-        headers += [c.label + c.arrow for c in present]
+        for image_set in sets:
+            sections.append((task, image_set.ids, present))
+            groups.append((section_label(spec["tasks"][task]["label"], image_set), len(present)))
+            headers += [c.label + c.arrow for c in present]
     values_text = list(ablation["variants"][ablation["tasks"][0]])
     cells: dict[str, list[Cell]] = {v: [] for v in values_text}
     any_incomplete = False
-    for task, present in columns_by_task.items():
+    for task, section_ids, present in sections:
         variants = ablation["variants"][task]
         for column in present:
             values = per_image(df, column)
             values = values[(values["task"] == task) & (values["method"] == ablation["method"])]
-            values = values[values["image_id"].isin(ids)]
+            values = values[values["image_id"].isin(section_ids)]
             stats = [summarise(values[values["variant"] == variants[v]]["value"]) for v in values_text]
-            col_cells = [stat_cell(s, column.decimals, s["n"], len(ids)) for s in stats]
+            col_cells = [stat_cell(s, column.decimals, s["n"], len(section_ids)) for s in stats]
             _bold_best(col_cells, [s["mean"] for s in stats], column.higher_is_better)
             any_incomplete |= any(c.incomplete for c in col_cells)
             for v, cell in zip(values_text, col_cells):
                 cells[v].append(cell)
     method_label = spec["methods"][ablation["method"]]
-    shown = list(dict.fromkeys(c for present in columns_by_task.values() for c in present))
+    shown = list(dict.fromkeys(c for *_, present in sections for c in present))
     notes = [
         f"{method_label} with {ablation['parameter']} varied (other settings as in the main table) on the first "
-        f"{len(ids)} images; mean ± std over images of the per-image (particle-averaged) value; best in bold.",
+        f"{len(ids)} images; mean ± std over images of the per-image (particle-averaged) value; best in bold."
+        + sets_note(sets),
         *([INCOMPLETE_NOTE] if any_incomplete else []),
     ]
     rows = [(f"{ablation['label']} = {v}", cells[v]) for v in values_text]
@@ -447,11 +532,9 @@ def runtime_table(df: pd.DataFrame, spec: dict[str, Any]) -> Table:
             cells.append(Cell(f"{memory.max() / 2**20:.0f}" if memory.notna().any() else "n/a"))
         rows.append((spec["methods"][m], cells))
     devices = sorted(set(timing[timing["metric"] == "runtime_s"]["network"].dropna()))
-    not_run = [NOT_RUN_NOTE] if any(not method_runs(spec, m, t) for m in methods for t in spec["tasks"]) else []
     notes = [
         "Wall-clock seconds of each image's solve (load + solve + save), mean ± std over images, on "
-        f"{devices or 'n/a'}; peak memory is the solve process's high-water mark (RSS, or the CUDA peak when larger).",
-        *not_run,
+        f"{devices or 'n/a'}; peak memory is the solve process's high-water mark (RSS, or the CUDA peak when larger)."
     ]
     return Table("Runtime per image (main settings)", "Method", groups, headers, rows, notes)
 
