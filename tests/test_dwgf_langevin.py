@@ -179,3 +179,17 @@ def test_step_cap_keeps_a_too_large_step_stable(gaussian_problem):
     z = capped.latents.reshape(8, 2).to(torch.float64)
     std = exact.cov_latent.diagonal().sqrt()
     assert ((z.mean(0) - exact.mean_latent).abs() / std).max() < 3.0
+
+
+def test_probe_weighting_counts_the_first_steps_probes(gaussian_problem):
+    """``langevin_probe_weighting: count`` changes the flow only through the first step's P probes (P = 1 is the
+    Adam bias correction bit for bit; P = 8 is not), see :func:`dwgf.solvers.dwgf.gauss_newton_moment`."""
+    prior, operator, y = gaussian_problem
+    runs = {}
+    for probes in (1, 8):
+        for weighting in ("step", "count"):
+            runs[probes, weighting] = solve(prior, operator, y, 3, make_generator(30), n_steps=10, progress=False,
+                                            lr=0.2, langevin_friction=0.5, langevin_probes=probes,
+                                            langevin_probe_weighting=weighting, **LANGEVIN).latents  # fmt: skip
+    assert torch.equal(runs[1, "step"], runs[1, "count"])
+    assert not torch.equal(runs[8, "step"], runs[8, "count"])

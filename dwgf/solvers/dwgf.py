@@ -188,6 +188,9 @@ HYPER = HyperSpec(
               maximum=999),
         Hyper("langevin_probes", "int", 16, "Hutchinson probes of the Gauss-Newton diagonal at the first step "
               "(one per later step)", _VARIANT, minimum=1),
+        Hyper("langevin_probe_weighting", "choice", "step", "weight of the first step's probe mean in the running "
+              "Gauss-Newton diagonal: 'step' (one step's, Adam's bias correction) or 'count' (langevin_probes "
+              "steps')", _VARIANT, choices=("step", "count")),
         Hyper("langevin_step_cap", "float", None, "None: the Langevin step is lr; a number k: per image h = min(lr, "
               "k x the integrator's stability limit), 2 / sqrt(lambda_max) kinetic, 2 / lambda_max overdamped, "
               "lambda_max of G (J^T A^T A J / sigma^2 + c / s_t^2) at the first step (power iteration)", _VARIANT,
@@ -541,6 +544,29 @@ def langevin_timesteps(n_steps: int, t_max: int) -> list[int]:
     return [round(t_max - (t_max - 2) * k / (n_steps - 1)) for k in range(n_steps)]
 
 
+def gauss_newton_moment(
+    moment: torch.Tensor, probe_square: torch.Tensor, step: int, beta2: float, prior_steps: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(running moment, bias-corrected Gauss-Newton diagonal) after this step's mean squared probe.
+
+    m_k = beta2 m_{k-1} + (1 - beta2^w_k) u_k^2 with w_0 = 1 + prior_steps, w_k = 1 afterwards, and the estimate
+    m_k / (1 - beta2^(k + 1 + prior_steps)). With ``prior_steps`` = 0 this is Adam's bias correction, which gives
+    step 1's single probe the weight of step 0's mean of P probes (1/2 each: chi^2_1 noise in G). With
+    ``prior_steps`` = P - 1 (``langevin_probe_weighting: count``) step 0's mean enters as P steps' worth, so step
+    k's probe weighs about 1 / (P + k).
+
+    Step 0's mean of 64 probes is 4, step 1's probe 0 (``count``: ~ 4 x 64 / 65; ``step``: ~ 4 / 2):
+
+    >>> one = torch.ones(1)
+    >>> [round(float(gauss_newton_moment(gauss_newton_moment(0 * one, 4 * one, 0, 0.999, extra)[0], 0 * one, 1,
+    ...                                  0.999, extra)[1]), 3) for extra in (63, 0)]
+    [3.936, 1.999]
+    """
+    weight = 1.0 - beta2 ** (prior_steps + 1 if step == 0 else 1)
+    moment = beta2 * moment + weight * probe_square
+    return moment, moment / (1.0 - beta2 ** (step + 1 + prior_steps))
+
+
 def preconditioned_curvature(
     forward: Any,
     a_x: torch.Tensor,
@@ -615,8 +641,9 @@ def langevin_solve(
     1. g = grad_z [sum ||y - A D(z)||^2 / (2 sigma^2)] (autograd) + eps_hat(sqrt(abar) z, t) / s_t.
     2. Preconditioner: a probe r ~ N(0, I) in y-space gives u = J^T A^T r (one more backward through the decoder,
        J = dD/dz), E[u^2] = diag(J^T A^T A J) (Hutchinson); v is its running mean (Adam's beta2 with bias
-       correction: the Gauss-Newton diagonal, constant on the test bed; ``langevin_probes`` probes at the first
-       step so that no coordinate starts from a near-zero estimate) and G = 1 / (v / sigma^2 + c / s_t^2), c =
+       correction, :func:`gauss_newton_moment`: the Gauss-Newton diagonal, constant on the test bed;
+       ``langevin_probes`` probes at the first step so that no coordinate starts from a near-zero estimate, with
+       ``langevin_probe_weighting: count`` weighted as that many steps) and G = 1 / (v / sigma^2 + c / s_t^2), c =
        ``langevin_prior_precision``. Any prior noised to level t and rescaled has covariance >= s_t^2 I, so
        1 / s_t^2 bounds its curvature: G ~ diag(H)^-1 (Jacobi) where the data decide, and the prior-decided
        directions move at most at the stable rate (they freeze progressively as s_t -> 0: annealing).
@@ -645,6 +672,7 @@ def langevin_solve(
     second_moment = torch.zeros_like(z)
     friction = None if hp["langevin_friction"] is None else float(hp["langevin_friction"])
     cap = None if hp["langevin_step_cap"] is None else float(hp["langevin_step_cap"])
+    prior_steps = int(hp["langevin_probes"]) - 1 if hp["langevin_probe_weighting"] == "count" else 0
     step_rows: float | torch.Tensor = float(hp["lr"])  # per particle row once the cap has been measured
     velocity = torch.zeros_like(z)
     previous: torch.Tensor | None = None  # the last step's G (kinetic form)
@@ -683,8 +711,8 @@ def langevin_solve(
                 history["loss"].append(loss_lik.detach())
 
             # 2. Gauss-Newton diagonal (running mean of the probe's square) and the preconditioner G.
-            moment = beta2 * second_moment + (1.0 - beta2) * probe_square
-            precondition = 1.0 / (moment / (1.0 - beta2 ** (step + 1)) / sigma**2 + floor / s_t**2)
+            moment, diagonal = gauss_newton_moment(second_moment, probe_square, step, beta2, prior_steps)
+            precondition = 1.0 / (diagonal / sigma**2 + floor / s_t**2)
             if measure_cap:
                 # 2b. Largest curvature the preconditioned integrator sees, per image; the first step's is the
                 # flow's largest (G only shrinks as c / s_t^2 grows), so the cap is set once.
