@@ -126,7 +126,70 @@ def test_langevin_hyper_validation():
     for clash in ({"kappa": 0.1}, {"sigma_dec": 0.01}, {"kde_weight": 2.0}, {"antithetic": True}):
         with pytest.raises(ValueError, match=next(iter(clash))):
             resolve_hyper({**LANGEVIN, **clash})
-    for bad in ({"langevin_friction": 0.0}, {"langevin_prior_precision": -1.0}, {"langevin_probes": 0}):
+    for bad in (
+        {"langevin_friction": 0.0},
+        {"langevin_prior_precision": -1.0},
+        {"langevin_probes": 0},
+        {"langevin_step_cap": 0.0},
+        {"langevin_step_cap": 1.5},
+        {"langevin_power_iterations": 0},
+    ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             resolve_hyper({**LANGEVIN, **bad})
     assert resolve_hyper(LANGEVIN)["langevin_friction"] is None  # overdamped unless a friction is given
+
+
+def test_preconditioned_curvature_is_the_exact_largest_eigenvalue(gaussian_problem):
+    """The power iteration of the step cap (finite-difference A J d, one backward per iteration) finds the largest
+    eigenvalue of G^1/2 (J^T A^T A J / sigma^2 + b I) G^1/2 built from the explicit matrices (linear decoder)."""
+    from dwgf.solvers.dwgf import preconditioned_curvature
+
+    prior, operator, _ = gaussian_problem
+    latents = torch.randn(3, 2, 1, 1, generator=make_generator(4), dtype=torch.float64).requires_grad_(True)
+    a_x = operator(prior.decode(latents))
+    basis = torch.eye(2, dtype=torch.float64).reshape(2, 2, 1, 1)
+    jacobian = (operator(prior.decode(basis)) - operator(prior.decode(0 * basis))).reshape(2, -1).T  # A J
+    hessian = jacobian.T @ jacobian / SIGMA_Y**2
+    precondition = torch.tensor([0.3, 2.0], dtype=torch.float64).reshape(1, 2, 1, 1).expand(3, 2, 1, 1)
+    bound = 5.0
+    root = precondition[0].reshape(2).sqrt()
+    exact = torch.linalg.eigvalsh(root[:, None] * (hessian + bound * torch.eye(2, dtype=torch.float64)) * root)[-1]
+    start = torch.randn(3, 2, 1, 1, generator=make_generator(5), dtype=torch.float64)
+    found = preconditioned_curvature(lambda z: operator(prior.decode(z)), a_x, latents, precondition, SIGMA_Y,
+                                     bound, start, 1, 50)  # fmt: skip
+    assert found.shape == (1,) and abs(float(found[0]) / float(exact) - 1) < 1e-6, (found, exact)
+    # with one iteration from a poor start the estimate is below lambda_max (the check has teeth)
+    poor = torch.tensor([1.0, 0.0], dtype=torch.float64).reshape(1, 2, 1, 1).expand(3, 2, 1, 1)
+    early = preconditioned_curvature(lambda z: operator(prior.decode(z)), a_x, latents, precondition, SIGMA_Y,
+                                     bound, poor, 1, 1)  # fmt: skip
+    assert float(early[0]) < 0.99 * float(exact)
+
+
+def test_step_cap_keeps_a_too_large_step_stable(gaussian_problem):
+    """A kinetic step beyond the stability limit h^2 lambda_max < 4 blows up; langevin_step_cap bounds h per image
+    at a fraction of 2 / sqrt(lambda_max) and the same flow stays finite near the posterior mean."""
+    prior, operator, y = gaussian_problem
+    exact = prior.posterior(y, operator, SIGMA_Y, 0.0)
+    settings = {**LANGEVIN, "lr": 20.0, "langevin_friction": 0.1, "langevin_prior_precision": 0.01}
+    wild = solve(prior, operator, y, 8, make_generator(11), n_steps=150, progress=False, **settings)
+    assert not wild.ok or not torch.isfinite(wild.latents).all() or wild.latents.abs().max() > 1e6
+    capped = solve(prior, operator, y, 8, make_generator(11), n_steps=150, progress=False, langevin_step_cap=0.5,
+                   **settings)  # fmt: skip
+    assert capped.ok and capped.hyper["langevin_step_cap"] == 0.5
+    z = capped.latents.reshape(8, 2).to(torch.float64)
+    std = exact.cov_latent.diagonal().sqrt()
+    assert ((z.mean(0) - exact.mean_latent).abs() / std).max() < 3.0
+
+
+def test_probe_weighting_counts_the_first_steps_probes(gaussian_problem):
+    """``langevin_probe_weighting: count`` changes the flow only through the first step's P probes (P = 1 is the
+    Adam bias correction bit for bit; P = 8 is not), see :func:`dwgf.solvers.dwgf.gauss_newton_moment`."""
+    prior, operator, y = gaussian_problem
+    runs = {}
+    for probes in (1, 8):
+        for weighting in ("step", "count"):
+            runs[probes, weighting] = solve(prior, operator, y, 3, make_generator(30), n_steps=10, progress=False,
+                                            lr=0.2, langevin_friction=0.5, langevin_probes=probes,
+                                            langevin_probe_weighting=weighting, **LANGEVIN).latents  # fmt: skip
+    assert torch.equal(runs[1, "step"], runs[1, "count"])
+    assert not torch.equal(runs[8, "step"], runs[8, "count"])
