@@ -361,8 +361,14 @@ def test_paper_dag_builds_without_weights_in_seconds(tmp_path):
 def test_demo_solve_rules_request_no_gpu(tmp_path):
     result = dry_run(tmp_path, "demo")
     assert result.returncode == 0, result.stderr[-3000:]
-    solve_blocks = re.findall(r"rule solve:(.*?)(?:\n\n|\Z)", result.stdout, re.S)
+    # the demo groups its solves (solve_jobs: per_method_task): one rule solve_<method>_<task> per method x task
+    solve_blocks = re.findall(r"rule solve_[a-z0-9_]+:(.*?)(?:\n\n|\Z)", result.stdout, re.S)
     assert solve_blocks and not any("gpu=" in block for block in solve_blocks)
+    demo = CONFIG["suites"]["demo"]
+    counts = job_stats(result.stdout)
+    assert "solve" not in counts
+    solve_jobs = sum(n for rule, n in counts.items() if rule.startswith("solve_"))
+    assert solve_jobs == len(demo["methods"]) * len(demo["tasks"])
 
 
 @pytest.mark.parametrize(

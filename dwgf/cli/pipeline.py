@@ -1,6 +1,6 @@
 """Workflow verbs: ``acquire-images``, ``fit-prior``, ``acquire-weights``, ``acquire-metric-weights``, ``observe``,
-``solve``, ``evaluate``, ``set-metrics``, ``reference-stats``, ``evaluate-batch``, ``aggregate``, ``tables``,
-``plots``, ``qualitative`` and ``plan``.
+``solve``, ``solve-batch``, ``evaluate``, ``set-metrics``, ``reference-stats``, ``evaluate-batch``, ``aggregate``,
+``tables``, ``plots``, ``qualitative`` and ``plan``.
 
 Each Snakemake rule calls exactly one of these verbs (``workflow/rules/*.smk``). Every verb takes
 
@@ -53,6 +53,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--observations", required=True, help="record of `dwgf observe` for the task")
     p.add_argument("--ids", required=True, help="comma-separated image ids of the shard")
     p.add_argument("--out", required=True, help="shard completion record to write")
+    p.add_argument("--no-progress", action="store_true", help="hide the per-step progress bar")
+    p.add_argument(
+        "--batch-images", type=int, default=1, help="images solved at once (one batched solve); not part of the spec"
+    )
+
+    p = verb("solve-batch", _solve_batch, "every solve unit of one method x task (all its variants), in one process")
     p.add_argument("--no-progress", action="store_true", help="hide the per-step progress bar")
     p.add_argument(
         "--batch-images", type=int, default=1, help="images solved at once (one batched solve); not part of the spec"
@@ -156,6 +162,14 @@ def _solve(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         batch_images=args.batch_images,
     )
+    return 0
+
+
+def _solve_batch(args: argparse.Namespace) -> int:
+    from dwgf.pipeline.solve import solve_batch
+
+    # the spec is the batch: Plan.solve_batch_spec
+    solve_batch(args.spec, args.root, progress=not args.no_progress, batch_images=args.batch_images)
     return 0
 
 

@@ -88,6 +88,24 @@ class JobSpecs:
             **self.suite.settings(method, task, variant),
         }
 
+    def solve_batch_spec(self, method: str, task: str) -> dict[str, Any]:
+        """The ``--spec`` of ``dwgf solve-batch`` for ``method`` x ``task``: the units the per-shard rule would run,
+        each with its own unchanged solve spec (so its records are those of ``dwgf solve``)."""
+        units = [
+            {
+                "spec": self.solve_spec(j.method, j.task, j.variant),
+                "ids": list(j.ids),
+                "out": self.layout.path("shard", method=j.method, task=j.task, variant=j.variant, shard=j.shard),
+            }
+            for j in self.suite.solve_jobs()
+            if (j.method, j.task) == (method, task)
+        ]
+        return {
+            "prior": self.layout.path("prior"),
+            "observations": self.layout.path("observations", task=task),
+            "units": units,
+        }
+
     def evaluate_spec(self, method: str, task: str, variant: str) -> dict[str, Any]:
         # `jobs` only says how the work is split into processes: the specs (hence the records) are the same
         return {

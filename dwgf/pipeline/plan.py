@@ -103,6 +103,12 @@ class Plan(Suite):
     def task_shard_records(self, task: str) -> list[str]:
         return self.files.task_shard_records(task)
 
+    def solve_groups(self) -> list[tuple[str, str]]:
+        return self.files.solve_groups()
+
+    def solve_group_records(self, method: str, task: str) -> list[str]:
+        return self.files.solve_group_records(method, task)
+
     def task_metric_outputs(self, task: str) -> list[str]:
         return self.files.task_metric_outputs(task)
 
@@ -128,6 +134,9 @@ class Plan(Suite):
     def solve_spec(self, method: str, task: str, variant: str) -> dict[str, Any]:
         return self.jobs.solve_spec(method, task, variant)
 
+    def solve_batch_spec(self, method: str, task: str) -> dict[str, Any]:
+        return self.jobs.solve_batch_spec(method, task)
+
     def evaluate_spec(self, method: str, task: str, variant: str) -> dict[str, Any]:
         return self.jobs.evaluate_spec(method, task, variant)
 
@@ -145,6 +154,18 @@ class Plan(Suite):
 
     def report_spec(self) -> dict[str, Any]:
         return self.jobs.report_spec()
+
+    # -- how the solves are split into jobs ---------------------------------------------------------------------
+    @property
+    def solve_jobs_mode(self) -> str:
+        """``per_shard`` (rule ``solve``, one job per method x task x variant x shard) or ``per_method_task``
+        (rule ``solve_<method>_<task>``: one ``dwgf solve-batch`` process per method x task; the same files)."""
+        return self.spec.get("solve_jobs", "per_shard")
+
+    def solve_group_priority(self, method: str, task: str) -> int:
+        """Snakemake priority of a ``solve-batch`` job: its image-steps (sum of n_steps x images over its units),
+        so that the longest groups start first and the two cores finish together (longest-first packing)."""
+        return sum(int(u["spec"]["n_steps"]) * len(u["ids"]) for u in self.solve_batch_spec(method, task)["units"])
 
     # -- captions (dwgf.reporting.captions) ----------------------------------------------------------------
     def protocol(self) -> str:

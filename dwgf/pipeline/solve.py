@@ -24,6 +24,13 @@ shard and the stale images are solved again instead of being kept (``dwgf verify
 STALE; dwgf/audit/README.md). Seeds are per image, ``derive_seed(seed, "solve", method, task, variant, id)``, so a
 resumed shard gives the same values as an uninterrupted one.
 
+Grouped jobs (``dwgf solve-batch``, config key ``solve_jobs: per_method_task``): one process solves every shard
+of every variant of one method x task, unit after unit, each unit exactly as ``dwgf solve`` would (same spec, seeds,
+files and records; the prior is loaded once, :class:`SolveContext`), so a grouped run writes the same bytes as the
+per-shard jobs and resume / ``dwgf verify`` work per unit. What it saves is the start-up of a process per shard
+(``import torch``, the prior; docs/testbed-steps.md, "Process overhead"). The records' ``peak_memory_bytes`` is
+the process's peak so far, which in a grouped job covers the units before it.
+
 Outcome vs failure: a solver's divergence is a result (status ``diverged`` with its step, recorded per image).
 Anything else -- an exception in the solver, out of memory, an I/O error such as a full disk, a missing input --
 fails the job: one line ``[dwgf solve] FAILED on image <id> ...: <error>`` in the log, the exception re-raised
@@ -141,9 +148,11 @@ def solve_shard(
     out: str | os.PathLike,
     progress: bool = True,
     batch_images: int = 1,
+    context: SolveContext | None = None,
 ) -> dict[str, Any]:
     """Solve the shard ``ids`` in batches of ``batch_images``; write per-image records, then the shard record.
 
+    ``context`` (:class:`SolveContext`) shares the loaded prior between the shards solved in one process.
     Any exception (module docstring, "Outcome vs failure") propagates after one log line naming the image(s).
     """
     import torch
@@ -176,7 +185,7 @@ def solve_shard(
             f"{observations_record} was made with operator params {observations['extra']['operator']['params']} but "
             f"the spec builds {operator.params()}; re-run `dwgf observe` for task {task['name']!r}"
         )
-    prior, _ = load_pipeline_prior(root, prior_record, spec["device"], spec["dtype"])
+    prior = (context or SolveContext()).prior(root, prior_record, spec["device"], spec["dtype"])
     solve = get_solver(spec.get("solver", method))
     seeds = {i: solve_seed(spec["seed"], method, task["name"], variant, i) for i in ids}
     recorder = Recorder("solve", root=root, config=spec, seeds=seeds)
@@ -223,6 +232,52 @@ def solve_shard(
     inputs = [Path(prior_record), Path(observations_record)]
     inputs += [resolve(root, observations["extra"]["images"][i]["npz"]) for i in ids]
     return recorder.write(out, outputs=outputs, inputs=inputs, device=spec["device"], dtype=spec["dtype"])
+
+
+class SolveContext:
+    """What the shards solved in one process share: the loaded prior, per (record, device, dtype).
+
+    The prior is read-only during a solve (solvers call its methods, never change it), so a shard solved with the
+    shared prior gets the values it gets from a freshly loaded one (tests/test_solve_batch.py).
+    """
+
+    def __init__(self):
+        self._priors: dict[tuple[str, str, str], Any] = {}
+
+    def prior(self, root: str | os.PathLike, prior_record: str | os.PathLike, device: str, dtype: str):
+        key = (os.path.realpath(prior_record), device, dtype)
+        if key not in self._priors:
+            self._priors[key], _ = load_pipeline_prior(root, prior_record, device, dtype)
+        return self._priors[key]
+
+
+def solve_batch(
+    batch: dict[str, Any], root: str | os.PathLike, progress: bool = True, batch_images: int = 1
+) -> dict[str, Any]:
+    """Solve every unit of ``batch`` in this process, one after the other, sharing one :class:`SolveContext`.
+
+    ``batch`` (built by :meth:`dwgf.pipeline.plan.Plan.solve_batch_spec`; one method x task)::
+
+        {"prior": <prior record>, "observations": <observe record>,
+         "units": [{"spec": <the solve spec of one variant>, "ids": [<image id>, ...], "out": <shard record>}, ...]}
+
+    Each unit writes exactly what ``dwgf solve --spec <spec> --ids <ids> --out <out>`` writes. A unit's failure
+    propagates (the units before it keep their complete records; a rerun resumes, as for ``dwgf solve``).
+    """
+    require(batch, "prior", "observations", "units")
+    if not batch["units"]:
+        raise ValueError("solve batch 'units' is empty; the plan gives every method x task at least one shard")
+    context = SolveContext()
+    images = 0
+    for unit in batch["units"]:
+        require(unit, "spec", "ids", "out")
+        spec = unit["spec"]
+        print(f"[dwgf solve-batch] {spec['method']}/{spec['task']['name']}/{spec['variant']} -> {unit['out']}",
+              flush=True)  # fmt: skip
+        solve_shard(spec, root, batch["prior"], batch["observations"], list(unit["ids"]), unit["out"],
+                    progress=progress, batch_images=batch_images, context=context)  # fmt: skip
+        images += len(unit["ids"])
+    return {"units": len(batch["units"]), "images": images}
 
 
 class _SolveJob:

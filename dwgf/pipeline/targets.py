@@ -71,6 +71,19 @@ class SuiteFiles:
         """``[reference/<name>/stats.npz]`` when the suite has an extra reference set, else ``[]``."""
         return [self.reference_inputs()["stats"]] if self.suite.reference else []
 
+    def solve_groups(self) -> list[tuple[str, str]]:
+        """(method, task) pairs that have solve jobs, in plan order: one ``dwgf solve-batch`` job each when
+        ``solve_jobs: per_method_task``."""
+        return list(dict.fromkeys((j.method, j.task) for j in self.suite.solve_jobs()))
+
+    def solve_group_records(self, method: str, task: str) -> list[str]:
+        """The shard records (every variant and shard) that the ``solve-batch`` job of ``method`` x ``task`` writes."""
+        return [
+            self.layout.path("shard", method=j.method, task=j.task, variant=j.variant, shard=j.shard)
+            for j in self.suite.solve_jobs()
+            if (j.method, j.task) == (method, task)
+        ]
+
     def task_shard_records(self, task: str) -> list[str]:
         shards, _ = self.suite.task_units(task)
         return [self.layout.path("shard", method=m, task=task, variant=v, shard=s) for m, v, s in shards]

@@ -178,11 +178,18 @@ class MaskedAdam:
     (its step count is shared, and all active images are at the same step). :meth:`step` takes the rows to keep
     updating; the other rows get back their parameter and moment values from before the step, so a diverged
     image is frozen at its last finite state and its non-finite gradient never reaches another image.
+
+    The update is ``torch.optim.adam.adam``, the functional form that ``torch.optim.Adam.step`` calls, with the
+    arguments ``Adam.step`` passes for ``Adam([param], lr, betas, eps)`` (state initialised as ``Adam._init_group``
+    does; foreach / fused left to torch's own choice), so the values are bitwise those of ``torch.optim.Adam``
+    (tests/test_masked_adam.py). Why not the class: constructing ``torch.optim.Adam`` and its first ``step``
+    import ``torch._dynamo``, 1.7 CPU s per process on this machine, a third of a short test-bed solve job
+    (docs/testbed-steps.md, "Process overhead").
     """
 
     def __init__(self, param: torch.Tensor, lr: float, betas: tuple[float, float], eps: float):
         self.param = param
-        self.optimiser = torch.optim.Adam([param], lr=lr, betas=betas, eps=eps)
+        self.optimiser = _FunctionalAdam(param, lr=lr, betas=betas, eps=eps)
 
     def step(self, grad: torch.Tensor, keep: torch.Tensor) -> None:
         """One Adam step with ``grad``; rows where ``keep`` (B * N,) is False keep their values and moments."""
@@ -201,6 +208,51 @@ class MaskedAdam:
             for key in ("exp_avg", "exp_avg_sq"):
                 before = self._previous.get(key, torch.zeros_like(state[key]))  # zeros: the state before step 1
                 state[key].copy_(keep_rows(keep, state[key], before))
+
+
+class _FunctionalAdam:
+    """``torch.optim.Adam([param], lr, betas, eps)`` without the class: the same ``param_groups`` / ``state``
+    attributes (``param_groups[0]["lr"]`` may be changed between steps, as on the class) and the same update.
+
+    Adam (Kingma & Ba), per element, at step t with gradient g:
+    m_t = β1 m_{t-1} + (1 - β1) g,  v_t = β2 v_{t-1} + (1 - β2) g²,
+    param -= lr (m_t / (1 - β1^t)) / (sqrt(v_t / (1 - β2^t)) + eps).
+    """
+
+    def __init__(self, param: torch.Tensor, lr: float, betas: tuple[float, float], eps: float):
+        # The checks of torch.optim.Adam.__init__ for float arguments (same messages).
+        if not 0.0 <= lr:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not 0.0 <= eps:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        for index, beta in enumerate(betas):
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"Invalid beta parameter at index {index}: {beta}")
+        if not all(isinstance(beta, float) for beta in betas):
+            raise ValueError("betas must be either both floats or both Tensors")
+        self.param = param
+        self.param_groups = [{"params": [param], "lr": lr, "betas": tuple(betas), "eps": eps}]
+        self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
+
+    def step(self) -> None:
+        from torch.optim.adam import adam
+        from torch.optim.optimizer import _get_scalar_dtype
+
+        param, group = self.param, self.param_groups[0]
+        state = self.state.setdefault(param, {})
+        if not state:
+            # 1. Lazy state, as Adam._init_group (capturable and fused off: the step count lives on the CPU).
+            state["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype(), device="cpu")
+            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        beta1, beta2 = group["betas"]
+        # 2. The call of Adam.step, with its defaults (differentiable False: no autograd through the update).
+        with torch.no_grad():
+            adam([param], [param.grad], [state["exp_avg"]], [state["exp_avg_sq"]], [], [state["step"]],
+                 foreach=None, capturable=False, differentiable=False, fused=None, grad_scale=None,
+                 found_inf=None, has_complex=torch.is_complex(param), decoupled_weight_decay=False,
+                 amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=0, eps=group["eps"],
+                 maximize=False)  # fmt: skip
 
 
 def per_image_trace(
