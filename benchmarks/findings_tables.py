@@ -567,6 +567,10 @@ ONE_HOT_TASKS = ["box", "sr8", "cs2", "cs10", "cs25"]
 CS_TASKS = ["cs2", "cs10", "cs25"]
 NOISE_VARIANTS = ["dwgf_anti", "dwgf_k4", "dwgf_cv", "dwgf_shared"]
 WS_TASKS = ["box", "sr8", "sr32", *CS_TASKS]
+#: the kde_weight ablation's points 0, 1, 4, 16; weight 1 is DWGF's default, read from the main run (not solved twice)
+KDE_WEIGHT_ROWS = ["dwgf/kde_weight-0", "dwgf", "dwgf/kde_weight-4", "dwgf/kde_weight-16"]
+#: the tasks of the step-size and variance-reduction variants (their `tasks` key in config.yaml)
+NARROW_TASKS = ["box", "sr8"]
 
 CLAIMS: list[Claim] = [
     # -- the test bed
@@ -613,10 +617,9 @@ CLAIMS: list[Claim] = [
     # -- 2. repulsion / entropy
     Claim("kde-weight-knob", "2", "the KDE weight is a spread knob: along weights 0, 1, 4, 16 the spread ratio "
           "rises and the calibration ratio falls, on SR x8 and SR x32, crossing 1 between weights 1 and 4", every(
-              *[monotone(WS, t, [f"dwgf/kde_weight-{w}" for w in (0, 1, 4, 16)], "spread") for t in ("sr8", "sr32")],
-              *[monotone(WS, t, [f"dwgf/kde_weight-{w}" for w in (0, 1, 4, 16)], "calib", increasing=False)
-                for t in ("sr8", "sr32")],
-              *[within(WS, t, "dwgf/kde_weight-1", "calib", 1.0, math.inf) for t in ("sr8", "sr32")],
+              *[monotone(WS, t, KDE_WEIGHT_ROWS, "spread") for t in ("sr8", "sr32")],
+              *[monotone(WS, t, KDE_WEIGHT_ROWS, "calib", increasing=False) for t in ("sr8", "sr32")],
+              *[within(WS, t, "dwgf", "calib", 1.0, math.inf) for t in ("sr8", "sr32")],
               *[within(WS, t, "dwgf/kde_weight-4", "calib", 0.0, 1.0) for t in ("sr8", "sr32")])),
     Claim("svgd-weight", "2", "a stronger SVGD term (weights 10, 100, 1000) raises the spread and lowers `PSNR "
           "post` on SR x8 and SR x32", every(
@@ -633,26 +636,25 @@ CLAIMS: list[Claim] = [
               *[greater(HO, "sr32", m, "dwgf", "cover") for m in ("dwgf_svgd", "dwgf_kde4")],
               *[less(WS, "sr32", m, "dwgf", "cover") for m in ("dwgf_svgd", "dwgf_kde4")])),
     Claim("kde4-sr32", "2", "`dwgf_kde4` brings the SR x32 spread ratio into [0.8, 1.25] in the held-out set and "
-          "to within [0.8, 1.5] in the well-specified set, and multiplies DWGF's over-dispersion on the box", every(
-              within(HO, "sr32", "dwgf_kde4", "spread", 0.8, 1.25), within(WS, "sr32", "dwgf_kde4", "spread", 0.8, 1.5),
-              greater(WS, "box", "dwgf_kde4", "dwgf", "spread", factor=2.0))),
+          "to within [0.8, 1.5] in the well-specified set, and multiplies DWGF's spread on SR x8 by more than 2",
+          every(within(HO, "sr32", "dwgf_kde4", "spread", 0.8, 1.25),
+                within(WS, "sr32", "dwgf_kde4", "spread", 0.8, 1.5),
+                greater(WS, "sr8", "dwgf_kde4", "dwgf", "spread", factor=2.0))),
     Claim("kde4-sw2-held-out", "2", "`dwgf_kde4` has the lowest sliced W2 of the held-out SR x32 rows (not in the "
           "well-specified set, where DWGF's is lower)", every(
               best(HO, "sr32", "dwgf_kde4", "SW2", highest=False), less(WS, "sr32", "dwgf", "dwgf_kde4", "SW2"))),
-    Claim("feat-barely-changes", "2", "`dwgf_feat` keeps DWGF's spread ratio within 25 % on box, SR x8 and SR x32",
-          every(*[ratio(WS, t, "dwgf_feat", "dwgf", "spread", 0.8, 1.25) for t in ("box", "sr8", "sr32")])),
+    Claim("feat-barely-changes", "2", "`dwgf_feat` keeps DWGF's spread ratio within 25 % on SR x8 and SR x32",
+          every(*[ratio(WS, t, "dwgf_feat", "dwgf", "spread", 0.8, 1.25) for t in ("sr8", "sr32")])),
     Claim("bw4-sr32", "2", "`dwgf_bw4` (a weaker entropy term) lowers the SR x32 spread below DWGF's and raises "
           "`PSNR post` there", every(less(WS, "sr32", "dwgf_bw4", "dwgf", "spread"),
                                      greater(WS, "sr32", "dwgf_bw4", "dwgf", "PSNR post"))),
     # -- 3. step-size schedule
-    Claim("cos-settles", "3", "`dwgf_cos` lowers DWGF's spread on box, SR x8, SR x32, CS 10 % and CS 25 % (not on "
-          "CS 2 %)", every(*[less(WS, t, "dwgf_cos", "dwgf", "spread") for t in ("box", "sr8", "sr32", "cs10", "cs25")],
-                           greater(WS, "cs2", "dwgf_cos", "dwgf", "spread"))),
-    Claim("cos-over-confident", "3", "`dwgf_cos` raises the calibration ratio over DWGF's on box, SR x8 and SR x32",
-          every(*[greater(WS, t, "dwgf_cos", "dwgf", "calib") for t in ("box", "sr8", "sr32")])),
-    Claim("cos-post", "3", "`dwgf_cos` raises `PSNR post` on SR x32 but lowers it on the box and SR x8", every(
-        greater(WS, "sr32", "dwgf_cos", "dwgf", "PSNR post"),
-        *[less(WS, t, "dwgf_cos", "dwgf", "PSNR post") for t in ("box", "sr8")])),
+    Claim("cos-settles", "3", "`dwgf_cos` lowers DWGF's spread on box and SR x8",
+          every(*[less(WS, t, "dwgf_cos", "dwgf", "spread") for t in NARROW_TASKS])),
+    Claim("cos-over-confident", "3", "`dwgf_cos` raises the calibration ratio over DWGF's on box and SR x8",
+          every(*[greater(WS, t, "dwgf_cos", "dwgf", "calib") for t in NARROW_TASKS])),
+    Claim("cos-post", "3", "`dwgf_cos` lowers `PSNR post` on the box and SR x8",
+          every(*[less(WS, t, "dwgf_cos", "dwgf", "PSNR post") for t in NARROW_TASKS])),
     # -- 4. variance reduction
     Claim("var-antithetic", "4", "the antithetic pair cancels the prior term's noise to round-off at t = 100 and 20",
           variance_ratio("antithetic", 1e20, math.inf, (100, 20))),
@@ -663,20 +665,14 @@ CLAIMS: list[Claim] = [
                                  variance_ratio("control variate", 0.8, 1.25, (900,)))),
     Claim("var-shared", "4", "shared noise leaves the per-coordinate variance within 10 %",
           variance_ratio("shared noise", 0.9, 1.1, (900, 500, 100, 20))),
-    Claim("noise-collapse", "4", "every variance-reduced variant (K = 4, control variate, shared noise) has a lower "
-          "spread and a higher calibration ratio than DWGF on every well-specified task", every(
-              *[less(WS, t, m, "dwgf", "spread") for m in ("dwgf_k4", "dwgf_cv", "dwgf_shared") for t in WS_TASKS],
-              *[greater(WS, t, m, "dwgf", "calib") for m in ("dwgf_k4", "dwgf_cv", "dwgf_shared") for t in WS_TASKS])),
-    Claim("noise-collapse-anti", "4", "antithetic noise lowers the spread on every well-specified task but CS 2 % "
-          "and raises the calibration ratio on all of them", every(
-              *[less(WS, t, "dwgf_anti", "dwgf", "spread") for t in WS_TASKS if t != "cs2"],
-              *[greater(WS, t, "dwgf_anti", "dwgf", "calib") for t in WS_TASKS])),
-    Claim("noise-cover", "4", "on well-specified SR x32 the variance-reduced variants keep DWGF's mode coverage",
-          every(*[close_to(WS, "sr32", m, "dwgf", "cover", 1e-9) for m in NOISE_VARIANTS])),
-    Claim("noise-mean", "4", "no variance-reduced variant closes more than 0.15 of DWGF's gap on box, SR x8 or CS",
-          every(*[within(WS, t, m, "gap", -math.inf, 0.15) for m in NOISE_VARIANTS for t in ONE_HOT_TASKS])),
+    Claim("noise-collapse", "4", "every variance-reduced variant (K = 4, control variate, shared, antithetic noise) "
+          "has a lower spread and a higher calibration ratio than DWGF on the well-specified box and SR x8", every(
+              *[less(WS, t, m, "dwgf", "spread") for m in NOISE_VARIANTS for t in NARROW_TASKS],
+              *[greater(WS, t, m, "dwgf", "calib") for m in NOISE_VARIANTS for t in NARROW_TASKS])),
+    Claim("noise-mean", "4", "no variance-reduced variant closes more than 0.15 of DWGF's gap on box or SR x8",
+          every(*[within(WS, t, m, "gap", -math.inf, 0.15) for m in NOISE_VARIANTS for t in NARROW_TASKS])),
     Claim("noise-stable", "4", "no variance-reduced variant diverged or failed, in any set", all_solved(
-        [WS, HO, OOD], WS_TASKS, NOISE_VARIANTS)),
+        [WS, HO, OOD], NARROW_TASKS, NOISE_VARIANTS)),
     # -- 5. encoder variance
     Claim("sigma-enc", "5", "sigma_enc in {0, 0.01, 0.1} moves DWGF's PSNR gt by less than 2 % of its gap on box "
           "and SR x8", every(*[within(WS, t, f"dwgf/sigma_enc-{v}", "gap", -0.02, 0.02)
@@ -692,17 +688,31 @@ CLAIMS: list[Claim] = [
               *[best(s, t, "dwgf_langevin", "PSNR post") for s in (HO, OOD) for t in ("box", "cs10", "cs25")],
               *[close_to(s, t, "dwgf_langevin", "exact mean", "PSNR gt", 1.0) for s in (HO, OOD)
                 for t in ("cs10", "cs25")])),
-    Claim("langevin-sr32-diverges", "6", "`dwgf_langevin` diverged on every SR x32 image, in all three sets", every(
-        *[diverged(s, "sr32", "dwgf_langevin") for s in (WS, HO, OOD)])),
+    Claim("langevin-stable", "6", "`dwgf_langevin` (with its step cap) solved every image of every task in all "
+          "three sets, SR x32 included", all_solved([WS, HO, OOD], WS_TASKS, ["dwgf_langevin"])),
+    # -- the finding (section "The finding")
+    Claim("finding-box", "finding", "on the well-specified box `dwgf_langevin` (998 steps) closes at least 80 % of "
+          "DWGF's gap with a spread ratio in [0.8, 1.25]", every(
+              within(WS, "box", "dwgf_langevin", "gap", 0.8, math.inf),
+              within(WS, "box", "dwgf_langevin", "spread", 0.8, 1.25))),
+    Claim("finding-sr8-missed", "finding", "on the well-specified SR x8 it does not: below 80 % of the gap and "
+          "over-dispersed (spread > 1.25) at 998 steps, still short of both at 2994 steps (`steps_langevin-2994`), "
+          "though closer", every(
+              within(WS, "sr8", "dwgf_langevin", "gap", -math.inf, 0.8),
+              within(WS, "sr8", "dwgf_langevin", "spread", 1.25, math.inf),
+              within(WS, "sr8", "dwgf_langevin/steps_langevin-2994", "gap", -math.inf, 0.8),
+              within(WS, "sr8", "dwgf_langevin/steps_langevin-2994", "spread", 1.25, math.inf),
+              greater(WS, "sr8", "dwgf_langevin/steps_langevin-2994", "dwgf_langevin", "gap"))),
+    Claim("finding-cost", "finding", "its cost per image at 998 steps is below DWGF's at 998 steps on box and SR x8",
+          every(*[less(WS, t, "dwgf_langevin", "dwgf/steps_dwgf-998", "s/img") for t in ("box", "sr8")])),
     # -- 7. compressed sensing
     Claim("cs-dwgf-ratio", "7", "DWGF's PSNR gt is higher at CS 10 % than at 2 %, but not higher at 25 % than at "
           "10 % (100 steps)", every(across(WS, "dwgf", "PSNR gt", "cs10", "cs2"),
                                     lambda cells: (not across(WS, "dwgf", "PSNR gt", "cs25", "cs10")(cells)[0],
                                                    across(WS, "dwgf", "PSNR gt", "cs25", "cs10")(cells)[1]))),
-    Claim("cs-langevin", "7", "`dwgf_langevin` has the best `PSNR post` at CS 10 % and 25 % (then `dwgf_bayes` "
-          "beats DWGF there), but at CS 2 % it is over-dispersed (spread > 10) below DWGF", every(
+    Claim("cs-langevin", "7", "`dwgf_langevin` (250 steps on CS) has the best `PSNR post` at CS 10 % and 25 %, "
+          "but at CS 2 % it is over-dispersed (spread > 10) below DWGF", every(
               *[best(WS, t, "dwgf_langevin", "PSNR post") for t in ("cs10", "cs25")],
-              *[greater(WS, t, "dwgf_bayes", "dwgf", "PSNR post") for t in ("cs10", "cs25")],
               within(WS, "cs2", "dwgf_langevin", "spread", 10.0, math.inf),
               less(WS, "cs2", "dwgf_langevin", "dwgf", "PSNR post"))),
     Claim("cs-rlsd", "7", "RLSD has the lowest PSNR gt of the main rows at every CS ratio (well-specified set)",
