@@ -30,6 +30,20 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs a local Slurm: sbatch not on PATH (see tests/slurm/)"))
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module on one thread, restored afterwards (a test may raise it, e.g. ``dwgf testbed-compare --threads``).
+
+    Why: the test-bed tensors are tiny (256-d latents), and on the shared 2-core machine two threads made each solve
+    7-10x slower (measured 13.4 s vs 1.3 s for 30 steps under load), so threading only adds contention here.
+    Use: ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def tiny_sd_path(tmp_path_factory):
     """A tiny random-weight SD-style diffusers folder (dwgf.testing.tiny_sd), built once per session (~7 MB)."""

@@ -33,12 +33,7 @@ SIZE, N_PARTICLES, N_STEPS, N_IMAGES = 16, 3, 7, 8
 TASKS = {"box_inpainting": {}, "sr_avgpool": {"factor": 8}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def toy_prior(dtype: torch.dtype, sigma_enc: float = 0.05) -> GaussianMixturePrior:

@@ -36,17 +36,7 @@ SIGMA_Y = 0.001
 SIZE = 64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Run this module on one thread, restored afterwards.
-
-    Why: the test-bed tensors are tiny (256-d latents), and on the shared 2-core machine two threads made each solve
-    7-10x slower (measured 13.4 s vs 1.3 s for 30 steps under load), so threading only adds contention here.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -19,12 +19,7 @@ SIGMA_Y = 0.03
 LANGEVIN = {"likelihood_std": SIGMA_Y, "kappa": 0.0, "sigma_dec": 0.0, "langevin": True}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def gaussian_prior(covariance: torch.Tensor) -> GaussianMixturePrior:
